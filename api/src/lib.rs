@@ -1,0 +1,4 @@
+//! Configuration, REST API, event monitor and client for `hyperv-flush`.
+#![deny(missing_docs)]
+
+pub mod config;
