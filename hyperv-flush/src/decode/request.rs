@@ -1,0 +1,355 @@
+//! The typed flush request and the decoder that validates a call into it.
+
+use vm_memory::GuestMemory;
+
+use super::input::InputStream;
+use super::io::HypercallRegisters;
+use crate::abi::{
+    GvaRange, HV_GENERIC_SET_SPARSE_4K, HvCallCode, HvFlushFlags, HvStatus, HypercallControl,
+    MAX_SPARSE_BANKS,
+};
+
+/// A request of more entries than this is served as a full flush (Linux
+/// KVM: `KVM_HV_TLB_FLUSH_FIFO_SIZE - 1`).
+pub const MAX_QUEUED_RANGES: usize = 15;
+
+/// Which of the four flush calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FlushCall {
+    /// HvCallFlushVirtualAddressSpace.
+    Space,
+    /// HvCallFlushVirtualAddressList.
+    List,
+    /// HvCallFlushVirtualAddressSpaceEx.
+    SpaceEx,
+    /// HvCallFlushVirtualAddressListEx.
+    ListEx,
+}
+
+impl FlushCall {
+    /// All calls, in counter order.
+    pub const ALL: [Self; 4] = [Self::Space, Self::List, Self::SpaceEx, Self::ListEx];
+
+    /// Maps a call code to a flush call.
+    pub fn from_code(code: HvCallCode) -> Option<Self> {
+        match code {
+            HvCallCode::FLUSH_VIRTUAL_ADDRESS_SPACE => Some(Self::Space),
+            HvCallCode::FLUSH_VIRTUAL_ADDRESS_LIST => Some(Self::List),
+            HvCallCode::FLUSH_VIRTUAL_ADDRESS_SPACE_EX => Some(Self::SpaceEx),
+            HvCallCode::FLUSH_VIRTUAL_ADDRESS_LIST_EX => Some(Self::ListEx),
+            _ => None,
+        }
+    }
+
+    /// The call code.
+    pub fn code(self) -> HvCallCode {
+        match self {
+            Self::Space => HvCallCode::FLUSH_VIRTUAL_ADDRESS_SPACE,
+            Self::List => HvCallCode::FLUSH_VIRTUAL_ADDRESS_LIST,
+            Self::SpaceEx => HvCallCode::FLUSH_VIRTUAL_ADDRESS_SPACE_EX,
+            Self::ListEx => HvCallCode::FLUSH_VIRTUAL_ADDRESS_LIST_EX,
+        }
+    }
+
+    /// Whether this is a rep call (carries a GVA list).
+    pub fn is_list(self) -> bool {
+        matches!(self, Self::List | Self::ListEx)
+    }
+
+    /// Whether this call takes a sparse VP set.
+    pub fn is_ex(self) -> bool {
+        matches!(self, Self::SpaceEx | Self::ListEx)
+    }
+
+    /// Stable lowercase name (`space`, `list`, `space_ex`, `list_ex`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Space => "space",
+            Self::List => "list",
+            Self::SpaceEx => "space_ex",
+            Self::ListEx => "list_ex",
+        }
+    }
+
+    /// Index into [`FlushCall::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What the partition currently offers the guest. A call outside the
+/// offer gets `HV_STATUS_ACCESS_DENIED`, like KVM with
+/// `KVM_CAP_HYPERV_ENFORCE_CPUID` (`hv_check_hypercall_access`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offer {
+    /// Flush calls served at all (0x40000004 EAX bit 2).
+    pub remote_flush: bool,
+    /// Ex calls (0x40000004 EAX bit 11).
+    pub ex_masks: bool,
+    /// XMM fast input (0x40000003 EDX bit 4). Without it a fast call can
+    /// only use RDX/R8, so every fast flush call overflows its input.
+    pub xmm_input: bool,
+}
+
+impl Default for Offer {
+    fn default() -> Self {
+        Self {
+            remote_flush: true,
+            ex_masks: true,
+            xmm_input: true,
+        }
+    }
+}
+
+/// Target processors, as VP indices of the caller's level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// Inline on purpose: requests live on the stack, the hot path never allocates.
+#[allow(clippy::large_enum_variant)]
+pub enum ProcessorSet {
+    /// Every VP (flag, non-Ex mask 0, or Ex format ≠ SPARSE_4K).
+    All,
+    /// A sparse set: bank `i` present when bit `i` of `valid_bank_mask`
+    /// is set; `banks[i]` holds VPs `64*i ..= 64*i+63`. Absent banks are 0.
+    Sparse {
+        /// Which banks are present.
+        valid_bank_mask: u64,
+        /// Bank contents indexed by bank number.
+        banks: [u64; MAX_SPARSE_BANKS],
+    },
+}
+
+impl ProcessorSet {
+    /// Iterates the VP indices in the set (not for [`ProcessorSet::All`]).
+    pub fn vp_indices(&self) -> impl Iterator<Item = u32> + '_ {
+        let (mask, banks) = match self {
+            Self::All => (0, None),
+            Self::Sparse {
+                valid_bank_mask,
+                banks,
+            } => (*valid_bank_mask, Some(banks)),
+        };
+        SetBits(mask).flat_map(move |bank| {
+            let bits = banks.map_or(0, |b| b[bank as usize]);
+            SetBits(bits).map(move |bit| bank * 64 + bit)
+        })
+    }
+
+    /// Whether `vp` is in the set.
+    pub fn contains(&self, vp: u32) -> bool {
+        match self {
+            Self::All => true,
+            Self::Sparse { banks, .. } => banks
+                .get(vp as usize / 64)
+                .is_some_and(|b| b & (1 << (vp % 64)) != 0),
+        }
+    }
+
+    /// Number of VPs in a sparse set (`None` for all).
+    pub fn len(&self) -> Option<u32> {
+        match self {
+            Self::All => None,
+            Self::Sparse { banks, .. } => Some(banks.iter().map(|b| b.count_ones()).sum()),
+        }
+    }
+
+    /// Whether a sparse set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == Some(0)
+    }
+}
+
+/// Iterator over the set bits of a u64, lowest first.
+struct SetBits(u64);
+
+impl Iterator for SetBits {
+    type Item = u32;
+    fn next(&mut self) -> Option<u32> {
+        if self.0 == 0 {
+            return None;
+        }
+        let bit = self.0.trailing_zeros();
+        self.0 &= self.0 - 1;
+        Some(bit)
+    }
+}
+
+/// The GVAs to flush on each target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// Inline on purpose: requests live on the stack, the hot path never allocates.
+#[allow(clippy::large_enum_variant)]
+pub enum GvaList {
+    /// Flush the whole address space (Space calls, or too many entries).
+    All,
+    /// Canonical ranges to flush (`len` valid entries).
+    Ranges {
+        /// Normalised ranges.
+        ranges: [GvaRange; MAX_QUEUED_RANGES],
+        /// Valid entries in `ranges`.
+        len: u8,
+    },
+}
+
+impl GvaList {
+    /// The valid ranges (empty for [`GvaList::All`]).
+    pub fn ranges(&self) -> &[GvaRange] {
+        match self {
+            Self::All => &[],
+            Self::Ranges { ranges, len } => &ranges[..usize::from(*len)],
+        }
+    }
+}
+
+/// A validated flush request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlushRequest {
+    /// Which call.
+    pub call: FlushCall,
+    /// Fast (register) input.
+    pub fast: bool,
+    /// Address space (CR3) named by the caller.
+    pub address_space: u64,
+    /// Flush flags.
+    pub flags: HvFlushFlags,
+    /// Target VPs.
+    pub processors: ProcessorSet,
+    /// GVAs to flush.
+    pub gvas: GvaList,
+    /// Rep count of the call (0 for Space calls): completed reps on success.
+    pub rep_count: u16,
+    /// Whether `gvas` became `All` because the list had more than
+    /// [`MAX_QUEUED_RANGES`] entries.
+    pub too_many_entries: bool,
+}
+
+/// Decodes and validates one hypercall.
+///
+/// `Err` carries the status for RAX. `Ok` requests are ready for routing.
+/// Never allocates and reads at most one page of guest memory.
+pub fn decode<R, M>(regs: &mut R, mem: &M, offer: Offer) -> Result<FlushRequest, HvStatus>
+where
+    R: HypercallRegisters + ?Sized,
+    M: GuestMemory,
+{
+    let control = HypercallControl::from(regs.control());
+    let call = FlushCall::from_code(HvCallCode(control.code()));
+    // Access first (KVM checks it before the reserved bits).
+    if let Some(call) = call {
+        if !offer.remote_flush || (call.is_ex() && !offer.ex_masks) {
+            return Err(HvStatus::ACCESS_DENIED);
+        }
+    }
+    if control.has_reserved_bits() {
+        return Err(HvStatus::INVALID_HYPERCALL_INPUT);
+    }
+    let call = call.ok_or(HvStatus::INVALID_HYPERCALL_CODE)?;
+    let (rep_count, rep_start) = (control.rep_count(), control.rep_start());
+    if call.is_list() {
+        // TLFS rep semantics; rep start < rep count is a restarted call
+        // (OpenVMM), where KVM rejects any rep start.
+        if rep_count == 0 || rep_start >= rep_count {
+            return Err(HvStatus::INVALID_HYPERCALL_INPUT);
+        }
+    } else if rep_count != 0 || rep_start != 0 {
+        return Err(HvStatus::INVALID_HYPERCALL_INPUT);
+    }
+    let var_header = usize::from(control.variable_header_size());
+    if !call.is_ex() && var_header != 0 {
+        return Err(HvStatus::INVALID_HYPERCALL_INPUT);
+    }
+
+    let mut input = if control.fast() {
+        if !offer.xmm_input {
+            // Only RDX/R8 exist; every flush call needs more.
+            return Err(HvStatus::INVALID_HYPERCALL_INPUT);
+        }
+        InputStream::fast(regs.input(), regs.output(), regs.xmm())
+    } else {
+        let len = 24 + 8 * (var_header as u64) + 8 * u64::from(rep_count);
+        InputStream::memory(mem, regs.input(), len)?
+    };
+
+    let mut header = [0u64; 3];
+    let processors;
+    let flags;
+    if call.is_ex() {
+        let mut ex = [0u64; 4];
+        input.read_into(&mut ex)?;
+        header = [ex[0], ex[1], 0];
+        let (format, valid_bank_mask) = (ex[2], ex[3]);
+        flags = HvFlushFlags::from(ex[1]);
+        if var_header != valid_bank_mask.count_ones() as usize {
+            return Err(HvStatus::INVALID_HYPERCALL_INPUT);
+        }
+        let mut banks = [0u64; MAX_SPARSE_BANKS];
+        let mut present = [0u64; MAX_SPARSE_BANKS];
+        // Banks are consumed even for "all" sets (KVM does the same).
+        input.read_into(&mut present[..var_header])?;
+        processors = if format != HV_GENERIC_SET_SPARSE_4K || flags.all_processors() {
+            ProcessorSet::All
+        } else {
+            for (bank, value) in SetBits(valid_bank_mask).zip(present) {
+                banks[bank as usize] = value;
+            }
+            ProcessorSet::Sparse {
+                valid_bank_mask,
+                banks,
+            }
+        };
+    } else {
+        input.read_into(&mut header)?;
+        flags = HvFlushFlags::from(header[1]);
+        let mask = header[2];
+        processors = if flags.all_processors() || mask == 0 {
+            ProcessorSet::All
+        } else {
+            let mut banks = [0u64; MAX_SPARSE_BANKS];
+            banks[0] = mask;
+            ProcessorSet::Sparse {
+                valid_bank_mask: 1,
+                banks,
+            }
+        };
+    }
+
+    let entries = usize::from(rep_count - rep_start.min(rep_count));
+    let too_many_entries = call.is_list() && entries > MAX_QUEUED_RANGES;
+    let gvas = if !call.is_list() || too_many_entries {
+        if control.fast() && call.is_list() {
+            // The entries must still fit the registers.
+            input.skip(usize::from(rep_count))?;
+        }
+        GvaList::All
+    } else {
+        input.skip(usize::from(rep_start))?;
+        let mut raw = [0u64; MAX_QUEUED_RANGES];
+        input.read_into(&mut raw[..entries])?;
+        let mut ranges = [GvaRange::default(); MAX_QUEUED_RANGES];
+        let mut len = 0;
+        for entry in &raw[..entries] {
+            let range = if flags.use_extended_range_format() {
+                GvaRange::from_extended(*entry)
+            } else {
+                GvaRange::from_simple(*entry)
+            };
+            if range.is_canonical() {
+                ranges[len] = range;
+                len += 1;
+            }
+        }
+        GvaList::Ranges {
+            ranges,
+            len: len as u8,
+        }
+    };
+
+    Ok(FlushRequest {
+        call,
+        fast: control.fast(),
+        address_space: header[0],
+        flags,
+        processors,
+        gvas,
+        rep_count,
+        too_many_entries,
+    })
+}

@@ -1,0 +1,111 @@
+//! The completion protocol, once for all backends.
+//!
+//! Target vCPU thread, every loop iteration (see `Partition::before_entry`):
+//! clear its own "immediate exit" request, mark itself `IN_GUEST` (SeqCst),
+//! take its pending flag (SeqCst swap) and, if set, drain its queues and
+//! arm the flush; enter the guest; on return mark itself `OUTSIDE` and bump
+//! its exit counter.
+//!
+//! Initiator, per request: queue on every target and set its pending flag
+//! (SeqCst); then for each target, read its exit counter and run state; a
+//! target `IN_GUEST` is kicked and waited for until its exit counter moves
+//! or its mark clears. The two SeqCst store→load pairs guarantee that
+//! either the target's swap sees the pending flag (it flushes before
+//! entering) or the initiator sees the target in the guest (and kicks it).
+//! Targets outside the guest are never woken: they flush on their way in.
+//! Verified end to end on KVM with tracepoints (FINDINGS §2) and by the
+//! loom model in `tests/loom_completion.rs`.
+
+use std::time::Duration;
+
+use super::sync::Ordering::SeqCst;
+use super::vcpu_slot::{IN_GUEST, VcpuSlot};
+
+/// How a backend makes a running vCPU leave guest mode.
+pub trait VcpuKicker {
+    /// Makes `vcpu` leave guest mode soon (KVM: set its `immediate_exit`
+    /// and signal its thread). Called only for vCPUs marked in the guest;
+    /// may be called again for the same wait (re-kick).
+    fn kick(&self, vcpu: usize);
+
+    /// If the host reports `vcpu` as preempted, marks its flush in a way
+    /// the host performs before the vCPU runs guest code again (KVM: the
+    /// steal-time `PREEMPTED → PREEMPTED|FLUSH` compare-and-exchange) and
+    /// returns true; the initiator then neither kicks nor waits.
+    fn flush_if_preempted(&self, _vcpu: usize) -> bool {
+        false
+    }
+}
+
+/// Bounds of the wait for kicked targets: never silent, never lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitPolicy {
+    /// Kick again if the target has not left the guest after this long
+    /// (covers a signal that raced with the target's entry).
+    pub rekick_after: Duration,
+    /// Report the target as unresponsive (counter + observer) after this
+    /// long; the wait continues, since returning early would let the
+    /// target run on stale translations.
+    pub report_after: Duration,
+}
+
+impl Default for WaitPolicy {
+    fn default() -> Self {
+        Self {
+            rekick_after: Duration::from_millis(5),
+            report_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Whether `target` is still inside the guest run that `exits` named.
+pub(crate) fn still_in_guest(target: &VcpuSlot, exits: u64) -> bool {
+    target.exits.load(SeqCst) == exits && target.state.load(SeqCst) == IN_GUEST
+}
+
+/// Snapshot for the wait list: `Some(exit count)` if `target` must be
+/// kicked and waited for.
+pub(crate) fn needs_kick(target: &VcpuSlot) -> Option<u64> {
+    let exits = target.exits.load(SeqCst);
+    (target.state.load(SeqCst) == IN_GUEST).then_some(exits)
+}
+
+/// A clock for the wait loop: real time normally, none under loom.
+pub(crate) struct WaitClock {
+    #[cfg(not(loom))]
+    start: std::time::Instant,
+    spins: u32,
+}
+
+impl WaitClock {
+    pub(crate) fn start() -> Self {
+        Self {
+            #[cfg(not(loom))]
+            start: std::time::Instant::now(),
+            spins: 0,
+        }
+    }
+
+    /// Time since the wait started.
+    pub(crate) fn elapsed(&self) -> Duration {
+        #[cfg(not(loom))]
+        {
+            self.start.elapsed()
+        }
+        #[cfg(loom)]
+        {
+            Duration::ZERO
+        }
+    }
+
+    /// Backs off: a short spin first (targets usually exit within a few
+    /// microseconds), then yields the CPU to the threads we wait for.
+    pub(crate) fn pause(&mut self) {
+        self.spins = self.spins.saturating_add(1);
+        if cfg!(not(loom)) && self.spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            super::sync::yield_now();
+        }
+    }
+}

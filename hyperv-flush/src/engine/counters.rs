@@ -1,0 +1,296 @@
+//! Per-path counters and a hypercall latency histogram.
+//!
+//! Each vCPU owns one [`VcpuCounters`] and only its own thread writes most
+//! of it, so the hot path touches no shared cache line; a snapshot sums
+//! them. Plain std atomics (not part of the loom model).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::abi::HvStatus;
+use crate::decode::FlushCall;
+
+/// Which level the caller ran at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Level {
+    /// The L1 guest itself.
+    L1,
+    /// A nested (L2) guest of L1: Direct Virtual Flush.
+    L2,
+}
+
+impl Level {
+    /// Stable lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::L1 => "l1",
+            Self::L2 => "l2",
+        }
+    }
+}
+
+/// Memory or fast (register) input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InputKind {
+    /// Input in a guest page.
+    Memory,
+    /// Input in RDX/R8/XMM.
+    Fast,
+}
+
+impl InputKind {
+    /// Stable lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Fast => "fast",
+        }
+    }
+}
+
+/// A flush path: level × call × input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlushPath {
+    /// Caller level.
+    pub level: Level,
+    /// Call.
+    pub call: FlushCall,
+    /// Input kind.
+    pub input: InputKind,
+}
+
+impl FlushPath {
+    /// Index among the 16 paths.
+    pub fn index(self) -> usize {
+        (self.level as usize) * 8 + self.call.index() * 2 + self.input as usize
+    }
+
+    /// All 16 paths in index order.
+    pub fn all() -> impl Iterator<Item = Self> {
+        [Level::L1, Level::L2].into_iter().flat_map(|level| {
+            FlushCall::ALL.into_iter().flat_map(move |call| {
+                [InputKind::Memory, InputKind::Fast]
+                    .into_iter()
+                    .map(move |input| Self { level, call, input })
+            })
+        })
+    }
+
+    /// `l1-space`, `l2-list-ex`, ... (the event monitor's path names).
+    pub fn call_name(self) -> &'static str {
+        const NAMES: [&str; 8] = [
+            "l1-space",
+            "l1-list",
+            "l1-space-ex",
+            "l1-list-ex",
+            "l2-space",
+            "l2-list",
+            "l2-space-ex",
+            "l2-list-ex",
+        ];
+        NAMES[self.level as usize * 4 + self.call.index()]
+    }
+}
+
+const PATHS: usize = 16;
+const STATUSES: usize = HvStatus::ALL.len() + 1;
+const BUCKETS: usize = 256;
+
+/// Log-linear latency histogram (4 sub-buckets per power of two).
+pub(crate) struct LatencyHistogram {
+    buckets: [AtomicU64; BUCKETS],
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+fn bucket_of(ns: u64) -> usize {
+    if ns < 16 {
+        return ns as usize;
+    }
+    let exp = 63 - ns.leading_zeros() as usize;
+    let sub = ((ns >> (exp - 2)) & 3) as usize;
+    (16 + (exp - 4) * 4 + sub).min(BUCKETS - 1)
+}
+
+/// Upper bound (ns) of a bucket.
+fn bucket_upper(b: usize) -> u64 {
+    if b < 16 {
+        return b as u64;
+    }
+    let exp = (b - 16) / 4 + 4;
+    let sub = ((b - 16) % 4) as u64;
+    ((4 + sub + 1) << (exp - 2)).saturating_sub(1)
+}
+
+impl LatencyHistogram {
+    pub(crate) fn record(&self, ns: u64) {
+        self.buckets[bucket_of(ns)].fetch_add(1, Relaxed);
+    }
+
+    fn add_into(&self, acc: &mut [u64; BUCKETS]) {
+        for (a, b) in acc.iter_mut().zip(&self.buckets) {
+            *a += b.load(Relaxed);
+        }
+    }
+}
+
+fn percentile(acc: &[u64; BUCKETS], p: f64) -> Option<u64> {
+    let total: u64 = acc.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((total as f64) * p).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (b, n) in acc.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return Some(bucket_upper(b));
+        }
+    }
+    None
+}
+
+/// Counters of one vCPU.
+#[derive(Default)]
+pub(crate) struct VcpuCounters {
+    pub(crate) hypercalls: [AtomicU64; PATHS],
+    pub(crate) status: [AtomicU64; STATUSES],
+    pub(crate) targets: AtomicU64,
+    pub(crate) flushes_requested: AtomicU64,
+    pub(crate) flushes_executed: AtomicU64,
+    pub(crate) flush_all_fallbacks: AtomicU64,
+    pub(crate) kicks: AtomicU64,
+    pub(crate) preempted_flushes: AtomicU64,
+    pub(crate) unresponsive: AtomicU64,
+    pub(crate) synthetic_exits: AtomicU64,
+    pub(crate) latency: LatencyHistogram,
+}
+
+impl VcpuCounters {
+    pub(crate) fn count_status(&self, status: HvStatus) {
+        let i = status.index().unwrap_or(STATUSES - 1);
+        self.status[i].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+}
+
+/// A consistent-enough copy of all counters (each counter is exact; the
+/// set is not an atomic cut across vCPUs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct CountersSnapshot {
+    /// Hypercalls per path, indexed like [`FlushPath::index`].
+    pub hypercalls: [u64; PATHS],
+    /// Results per status, indexed like [`HvStatus::ALL`], then "other".
+    pub status: [u64; STATUSES],
+    /// Target vCPUs addressed by successful requests.
+    pub targets: u64,
+    /// Queue entries written (one per target per request).
+    pub flushes_requested: u64,
+    /// Flushes performed by targets before guest entry.
+    pub flushes_executed: u64,
+    /// Requests served as full flushes because the list was too long or
+    /// a queue overflowed.
+    pub flush_all_fallbacks: u64,
+    /// Kicks sent to running targets (including re-kicks).
+    pub kicks: u64,
+    /// Targets flushed through the host's preempted marker, without a kick.
+    pub preempted_flushes: u64,
+    /// Times a kicked target did not leave guest mode in time.
+    pub unresponsive: u64,
+    /// Synthetic VM exits requested after L2 flushes.
+    pub synthetic_exits: u64,
+    /// Hypercall handling latency, p50 (ns), if any call was made.
+    pub latency_p50_ns: Option<u64>,
+    /// Hypercall handling latency, p99 (ns).
+    pub latency_p99_ns: Option<u64>,
+}
+
+impl CountersSnapshot {
+    /// Hypercalls on one path.
+    pub fn path(&self, path: FlushPath) -> u64 {
+        self.hypercalls[path.index()]
+    }
+
+    /// Results with one status.
+    pub fn with_status(&self, status: HvStatus) -> u64 {
+        status
+            .index()
+            .map_or(self.status[STATUSES - 1], |i| self.status[i])
+    }
+
+    /// Total hypercalls handled.
+    pub fn total_hypercalls(&self) -> u64 {
+        self.status.iter().sum()
+    }
+
+    pub(crate) fn collect<'a>(all: impl Iterator<Item = &'a VcpuCounters>) -> Self {
+        let mut s = Self::default();
+        let mut lat = [0u64; BUCKETS];
+        for c in all {
+            for (a, b) in s.hypercalls.iter_mut().zip(&c.hypercalls) {
+                *a += b.load(Relaxed);
+            }
+            for (a, b) in s.status.iter_mut().zip(&c.status) {
+                *a += b.load(Relaxed);
+            }
+            s.targets += c.targets.load(Relaxed);
+            s.flushes_requested += c.flushes_requested.load(Relaxed);
+            s.flushes_executed += c.flushes_executed.load(Relaxed);
+            s.flush_all_fallbacks += c.flush_all_fallbacks.load(Relaxed);
+            s.kicks += c.kicks.load(Relaxed);
+            s.preempted_flushes += c.preempted_flushes.load(Relaxed);
+            s.unresponsive += c.unresponsive.load(Relaxed);
+            s.synthetic_exits += c.synthetic_exits.load(Relaxed);
+            c.latency.add_into(&mut lat);
+        }
+        s.latency_p50_ns = percentile(&lat, 0.50);
+        s.latency_p99_ns = percentile(&lat, 0.99);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_bound_their_values() {
+        let mut last = 0;
+        for ns in [0u64, 1, 15, 16, 17, 100, 1000, 12_345, 1 << 40, u64::MAX] {
+            let b = bucket_of(ns);
+            assert!(b >= last);
+            assert!(bucket_upper(b) >= ns.min(bucket_upper(BUCKETS - 1)));
+            last = b;
+        }
+    }
+
+    #[test]
+    fn percentiles_follow_the_distribution() {
+        let h = LatencyHistogram::default();
+        for _ in 0..99 {
+            h.record(1000);
+        }
+        h.record(1_000_000);
+        let mut acc = [0; BUCKETS];
+        h.add_into(&mut acc);
+        let p50 = percentile(&acc, 0.5).unwrap();
+        assert!((1000..1300).contains(&p50), "{p50}");
+        let p100 = percentile(&acc, 1.0).unwrap();
+        assert!(p100 >= 1_000_000);
+    }
+
+    #[test]
+    fn paths_are_indexed_densely() {
+        let idx: Vec<_> = FlushPath::all().map(FlushPath::index).collect();
+        assert_eq!(idx, (0..16).collect::<Vec<_>>());
+    }
+}

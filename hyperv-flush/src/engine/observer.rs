@@ -1,0 +1,27 @@
+//! Notifications for the rare, interesting events on the flush paths
+//! (first use of a path, overflow, invalid input, ...). Never called once
+//! per hypercall on the success path; implementations must not block.
+
+use super::counters::{FlushPath, Level};
+use crate::abi::HvStatus;
+
+/// Receives flush-path events; every method has a no-op default so an
+/// embedder implements only what it reports.
+pub trait FlushObserver: Send + Sync {
+    /// A path was used for the first time in this partition.
+    fn path_first_use(&self, _path: FlushPath) {}
+    /// A target's queue overflowed into a full flush.
+    fn queue_overflow(&self, _target: usize, _level: Level) {}
+    /// A hypercall was rejected with `status`.
+    fn invalid_input(&self, _caller: usize, _status: HvStatus) {}
+    /// An L2 flush found L1's TLB lock held: inject the synthetic exit.
+    fn synthetic_vmexit(&self, _caller: usize) {}
+    /// A kicked target has not left guest mode after `waited`.
+    fn vcpu_unresponsive(&self, _target: usize, _waited: std::time::Duration) {}
+}
+
+/// The observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoopObserver;
+
+impl FlushObserver for NoopObserver {}

@@ -1,0 +1,470 @@
+//! The partition: every vCPU's flush state, routing, and the hypercall
+//! entry point a backend calls from its exit handler.
+
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use thiserror::Error;
+use vm_memory::{Bytes, GuestAddress, GuestMemory};
+
+use super::completion::{VcpuKicker, WaitClock, WaitPolicy, needs_kick, still_in_guest};
+use super::counters::{CountersSnapshot, FlushPath, InputKind, Level, VcpuCounters};
+use super::l2_index::L2Index;
+use super::observer::{FlushObserver, NoopObserver};
+use super::queue::{Enqueued, QueuedFlush};
+use super::sync::{Ordering::SeqCst, lock};
+use super::vcpu_set::{MAX_VCPUS, VcpuSet};
+use super::vcpu_slot::{NestedContext, OUTSIDE, STOPPED, VcpuSlot, queue_index};
+use super::vp_map::{VpIndexError, VpMap};
+use crate::abi::{HvStatus, HypercallControl, synthetic_exit};
+use crate::decode::{FlushCall, FlushRequest, GvaList, HypercallRegisters, Offer, ProcessorSet};
+
+/// Errors of the partition's management calls (never guest-visible).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum EngineError {
+    /// The vCPU count is outside 1..=4096.
+    #[error("Invalid vCPU count {0} (1..=4096)")]
+    VcpuCount(usize),
+    /// No vCPU with that index.
+    #[error("No vCPU {0}")]
+    NoSuchVcpu(usize),
+    /// A VP index could not be assigned.
+    #[error("Cannot assign VP index")]
+    VpIndex(#[source] VpIndexError),
+}
+
+/// Creation parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct PartitionConfig {
+    /// Number of vCPUs (1..=4096).
+    pub vcpus: usize,
+    /// What the guest is offered initially.
+    pub offer: Offer,
+    /// Whether L2 Direct Virtual Flush is offered.
+    pub l2: bool,
+    /// Bounds of the wait for kicked targets.
+    pub wait: WaitPolicy,
+}
+
+impl PartitionConfig {
+    /// Defaults for `vcpus` vCPUs: everything offered but L2.
+    pub fn new(vcpus: usize) -> Self {
+        Self {
+            vcpus,
+            offer: Offer::default(),
+            l2: false,
+            wait: WaitPolicy::default(),
+        }
+    }
+}
+
+/// Work a vCPU must do before entering the guest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingFlush {
+    /// L1 translations to flush.
+    pub l1: QueuedFlush,
+    /// L2 translations to flush.
+    pub l2: QueuedFlush,
+}
+
+impl PendingFlush {
+    /// Whether anything must be flushed.
+    pub fn is_some(&self) -> bool {
+        self.l1.is_some() || self.l2.is_some()
+    }
+}
+
+/// What the backend must do after a hypercall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HypercallOutcome {
+    /// Value for RAX.
+    pub result: u64,
+    /// The status in `result`.
+    pub status: HvStatus,
+    /// Inject the synthetic "trap after flush" VM exit into L1.
+    pub synthetic_vmexit: bool,
+}
+
+const OFFER_REMOTE: u8 = 1;
+const OFFER_EX: u8 = 2;
+const OFFER_XMM: u8 = 4;
+const OFFER_L2: u8 = 8;
+
+/// The flush engine of one VM, shared by all its vCPU threads.
+pub struct Partition {
+    slots: Box<[VcpuSlot]>,
+    vp_map: VpMap,
+    l2_index: RwLock<L2Index>,
+    offer: AtomicU8,
+    used_paths: AtomicU32,
+    wait: WaitPolicy,
+    observer: Arc<dyn FlushObserver>,
+}
+
+impl Partition {
+    /// Creates a partition with identity VP indices.
+    pub fn new(config: PartitionConfig) -> Result<Self, EngineError> {
+        if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
+            return Err(EngineError::VcpuCount(config.vcpus));
+        }
+        let p = Self {
+            slots: (0..config.vcpus)
+                .map(|_| VcpuSlot::new(config.vcpus))
+                .collect(),
+            vp_map: VpMap::identity(config.vcpus),
+            l2_index: RwLock::new(L2Index::default()),
+            offer: AtomicU8::new(0),
+            used_paths: AtomicU32::new(0),
+            wait: config.wait,
+            observer: Arc::new(NoopObserver),
+        };
+        p.set_offer(config.offer);
+        p.set_l2_offered(config.l2);
+        Ok(p)
+    }
+
+    /// Installs the observer for flush-path events.
+    pub fn with_observer(mut self, observer: Arc<dyn FlushObserver>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Number of vCPUs.
+    pub fn vcpu_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn slot(&self, vcpu: usize) -> Result<&VcpuSlot, EngineError> {
+        self.slots.get(vcpu).ok_or(EngineError::NoSuchVcpu(vcpu))
+    }
+
+    /// Assigns `vp` as the VP index of `vcpu` (before or between runs).
+    pub fn set_vp_index(&self, vcpu: usize, vp: u32) -> Result<(), EngineError> {
+        self.vp_map.set(vcpu, vp).map_err(EngineError::VpIndex)
+    }
+
+    /// The VP index of `vcpu` (what `HV_X64_MSR_VP_INDEX` reads).
+    pub fn vp_index(&self, vcpu: usize) -> Option<u32> {
+        self.vp_map.vp(vcpu)
+    }
+
+    /// The current offer.
+    pub fn offer(&self) -> Offer {
+        let bits = self.offer.load(Relaxed);
+        Offer {
+            remote_flush: bits & OFFER_REMOTE != 0,
+            ex_masks: bits & OFFER_EX != 0,
+            xmm_input: bits & OFFER_XMM != 0,
+        }
+    }
+
+    /// Changes the offer; applies to the next hypercall (runtime toggle).
+    pub fn set_offer(&self, offer: Offer) {
+        let mut bits = self.offer.load(Relaxed) & OFFER_L2;
+        bits |= if offer.remote_flush { OFFER_REMOTE } else { 0 };
+        bits |= if offer.ex_masks { OFFER_EX } else { 0 };
+        bits |= if offer.xmm_input { OFFER_XMM } else { 0 };
+        self.offer.store(bits, Relaxed);
+    }
+
+    /// Whether L2 Direct Virtual Flush is served.
+    pub fn l2_offered(&self) -> bool {
+        self.offer.load(Relaxed) & OFFER_L2 != 0
+    }
+
+    /// Turns L2 service on or off.
+    pub fn set_l2_offered(&self, on: bool) {
+        if on {
+            self.offer.fetch_or(OFFER_L2, Relaxed);
+        } else {
+            self.offer.fetch_and(!OFFER_L2, Relaxed);
+        }
+    }
+
+    /// Records the nested context `vcpu` now runs (`None` when it runs L1).
+    pub fn set_nested_context(
+        &self,
+        vcpu: usize,
+        context: Option<NestedContext>,
+    ) -> Result<(), EngineError> {
+        let slot = self.slot(vcpu)?;
+        let mut current = lock(&slot.nested);
+        if *current == context {
+            return Ok(());
+        }
+        let mut index = self.l2_index.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = *current {
+            index.remove(old.vm_id, old.vp_id, vcpu);
+        }
+        if let Some(new) = context {
+            index.insert(new.vm_id, new.vp_id, vcpu);
+        }
+        *current = context;
+        Ok(())
+    }
+
+    /// The nested context of `vcpu`.
+    pub fn nested_context(&self, vcpu: usize) -> Option<NestedContext> {
+        self.slots.get(vcpu).and_then(|s| *lock(&s.nested))
+    }
+
+    /// Serves one hypercall exit of vCPU `caller`, running at `level`.
+    ///
+    /// Decodes, routes, queues, kicks running targets and waits until each
+    /// has left guest mode, then returns RAX. Allocation-free.
+    pub fn handle_hypercall<R, M, K>(
+        &self,
+        caller: usize,
+        level: Level,
+        regs: &mut R,
+        mem: &M,
+        kicker: &K,
+    ) -> Result<HypercallOutcome, EngineError>
+    where
+        R: HypercallRegisters + ?Sized,
+        M: GuestMemory,
+        K: VcpuKicker + ?Sized,
+    {
+        let start = Instant::now();
+        let counters = &self.slot(caller)?.counters;
+        let control = HypercallControl::from(regs.control());
+        let path =
+            FlushCall::from_code(crate::abi::HvCallCode(control.code())).map(|call| FlushPath {
+                level,
+                call,
+                input: if control.fast() {
+                    InputKind::Fast
+                } else {
+                    InputKind::Memory
+                },
+            });
+        if let Some(path) = path {
+            VcpuCounters::bump(&counters.hypercalls[path.index()], 1);
+            self.note_path_use(path);
+        }
+
+        let mut synthetic_vmexit = false;
+        let served = if level == Level::L2 && path.is_some() && !self.l2_offered() {
+            Err(HvStatus::ACCESS_DENIED)
+        } else {
+            crate::decode::decode(regs, mem, self.offer()).and_then(|request| {
+                self.flush(caller, level, &request, kicker)?;
+                if level == Level::L2 {
+                    synthetic_vmexit = self.tlb_lock_held(caller, mem)?;
+                }
+                Ok(request.rep_count)
+            })
+        };
+        let (status, reps) = match served {
+            Ok(reps) => (HvStatus::SUCCESS, reps),
+            Err(status) => {
+                self.observer.invalid_input(caller, status);
+                (status, 0)
+            }
+        };
+        counters.count_status(status);
+        if synthetic_vmexit {
+            VcpuCounters::bump(&counters.synthetic_exits, 1);
+            self.observer.synthetic_vmexit(caller);
+        }
+        counters
+            .latency
+            .record(start.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64);
+        Ok(HypercallOutcome {
+            result: status.to_result(reps),
+            status,
+            synthetic_vmexit,
+        })
+    }
+
+    fn note_path_use(&self, path: FlushPath) {
+        let bit = 1 << path.index();
+        if self.used_paths.load(Relaxed) & bit == 0
+            && self.used_paths.fetch_or(bit, Relaxed) & bit == 0
+        {
+            self.observer.path_first_use(path);
+        }
+    }
+
+    /// After a successful L2 flush: whether L1 holds its TLB lock
+    /// (`tlb_lock_count` ≠ 0). An unreadable page is
+    /// `INVALID_HYPERCALL_INPUT` (KVM `kvm_hv_hypercall_complete`).
+    fn tlb_lock_held<M: GuestMemory>(&self, caller: usize, mem: &M) -> Result<bool, HvStatus> {
+        let ctx = self
+            .nested_context(caller)
+            .ok_or(HvStatus::INVALID_HYPERCALL_INPUT)?;
+        let addr = ctx
+            .partition_assist_gpa
+            .wrapping_add(synthetic_exit::PARTITION_ASSIST_TLB_LOCK_COUNT_OFFSET);
+        let count: u32 = mem
+            .read_obj(GuestAddress(addr))
+            .map_err(|_| HvStatus::INVALID_HYPERCALL_INPUT)?;
+        Ok(count != 0)
+    }
+
+    /// The vCPUs a request from `caller` at `level` targets.
+    ///
+    /// L1: VP indices through the VP map (unknown VPs are ignored, like
+    /// KVM). L2: vCPUs whose nested context has the caller's vm_id and a
+    /// vp_id in the set, through the index (O(targets)).
+    pub fn route(
+        &self,
+        caller: usize,
+        level: Level,
+        set: &ProcessorSet,
+        out: &mut VcpuSet,
+    ) -> Result<(), HvStatus> {
+        match (level, set) {
+            (Level::L1, ProcessorSet::All) => (0..self.slots.len()).for_each(|v| out.insert(v)),
+            (Level::L1, ProcessorSet::Sparse { .. }) => {
+                for vp in set.vp_indices() {
+                    if let Some(v) = self.vp_map.vcpu(vp) {
+                        out.insert(v);
+                    }
+                }
+            }
+            (Level::L2, _) => {
+                let ctx = self
+                    .nested_context(caller)
+                    .ok_or(HvStatus::INVALID_HYPERCALL_INPUT)?;
+                let index = self.l2_index.read().unwrap_or_else(|e| e.into_inner());
+                index.route(ctx.vm_id, set, out);
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes, queues and completes a decoded request from `caller`.
+    pub fn flush<K: VcpuKicker + ?Sized>(
+        &self,
+        caller: usize,
+        level: Level,
+        request: &FlushRequest,
+        kicker: &K,
+    ) -> Result<(), HvStatus> {
+        let Some(caller_slot) = self.slots.get(caller) else {
+            return Err(HvStatus::INVALID_PARAMETER);
+        };
+        let counters = &caller_slot.counters;
+        let mut targets = VcpuSet::default();
+        self.route(caller, level, &request.processors, &mut targets)?;
+        if request.too_many_entries {
+            VcpuCounters::bump(&counters.flush_all_fallbacks, 1);
+        }
+        let queue = queue_index(level);
+        let mut count = 0;
+        for t in targets.iter() {
+            let slot = &self.slots[t];
+            let enqueued = {
+                let mut queues = lock(&slot.queues);
+                match request.gvas {
+                    GvaList::All => queues[queue].push_all(),
+                    GvaList::Ranges { .. } => queues[queue].push_ranges(request.gvas.ranges()),
+                }
+            };
+            if enqueued == Enqueued::Overflow {
+                VcpuCounters::bump(&counters.flush_all_fallbacks, 1);
+                self.observer.queue_overflow(t, level);
+            }
+            slot.pending.store(true, SeqCst);
+            count += 1;
+        }
+        VcpuCounters::bump(&counters.targets, count);
+        VcpuCounters::bump(&counters.flushes_requested, count);
+        self.complete(caller_slot, &targets, kicker);
+        Ok(())
+    }
+
+    /// Kicks every target in the guest and waits until each has left it.
+    fn complete<K: VcpuKicker + ?Sized>(&self, caller: &VcpuSlot, targets: &VcpuSet, kicker: &K) {
+        let counters = &caller.counters;
+        let mut waits = lock(&caller.waits);
+        waits.clear();
+        for t in targets.iter() {
+            let Some(exits) = needs_kick(&self.slots[t]) else {
+                continue;
+            };
+            if kicker.flush_if_preempted(t) {
+                VcpuCounters::bump(&counters.preempted_flushes, 1);
+                continue;
+            }
+            kicker.kick(t);
+            VcpuCounters::bump(&counters.kicks, 1);
+            waits.push((t, exits));
+        }
+        for &(t, exits) in waits.iter() {
+            let target = &self.slots[t];
+            let mut clock = WaitClock::start();
+            let mut next_kick = self.wait.rekick_after;
+            let mut reported = false;
+            while still_in_guest(target, exits) {
+                clock.pause();
+                let waited = clock.elapsed();
+                if waited >= next_kick {
+                    kicker.kick(t);
+                    VcpuCounters::bump(&counters.kicks, 1);
+                    next_kick = waited + self.wait.rekick_after;
+                }
+                if !reported && waited >= self.wait.report_after {
+                    reported = true;
+                    VcpuCounters::bump(&counters.unresponsive, 1);
+                    self.observer.vcpu_unresponsive(t, waited);
+                }
+            }
+        }
+        waits.clear();
+    }
+
+    /// vCPU thread, right before entering the guest (after clearing its own
+    /// immediate-exit request): marks it in the guest and takes what it
+    /// must flush first. Every call must be paired with [`Self::after_exit`].
+    pub fn before_entry(&self, vcpu: usize) -> Result<PendingFlush, EngineError> {
+        let slot = self.slot(vcpu)?;
+        slot.state.store(super::vcpu_slot::IN_GUEST, SeqCst);
+        if !slot.pending.swap(false, SeqCst) {
+            return Ok(PendingFlush::default());
+        }
+        let [l1, l2] = {
+            let mut queues = lock(&slot.queues);
+            [queues[0].take(), queues[1].take()]
+        };
+        let pending = PendingFlush { l1, l2 };
+        let executed = u64::from(l1.is_some()) + u64::from(l2.is_some());
+        VcpuCounters::bump(&slot.counters.flushes_executed, executed);
+        Ok(pending)
+    }
+
+    /// vCPU thread, right after the guest run returned.
+    pub fn after_exit(&self, vcpu: usize) -> Result<(), EngineError> {
+        let slot = self.slot(vcpu)?;
+        slot.state.store(OUTSIDE, SeqCst);
+        slot.exits.fetch_add(1, SeqCst);
+        Ok(())
+    }
+
+    /// vCPU thread, when it stops for good: never waited for again.
+    pub fn vcpu_stopped(&self, vcpu: usize) -> Result<(), EngineError> {
+        let slot = self.slot(vcpu)?;
+        slot.state.store(STOPPED, SeqCst);
+        slot.exits.fetch_add(1, SeqCst);
+        Ok(())
+    }
+
+    /// Whether `vcpu` is marked inside the guest.
+    pub fn in_guest(&self, vcpu: usize) -> bool {
+        self.slots
+            .get(vcpu)
+            .is_some_and(|s| s.state.load(SeqCst) == super::vcpu_slot::IN_GUEST)
+    }
+
+    /// Whether `vcpu` has a flush pending (it will flush before entry).
+    pub fn has_pending(&self, vcpu: usize) -> bool {
+        self.slots.get(vcpu).is_some_and(|s| s.pending.load(SeqCst))
+    }
+
+    /// Sums every vCPU's counters.
+    pub fn counters(&self) -> CountersSnapshot {
+        CountersSnapshot::collect(self.slots.iter().map(|s| &s.counters))
+    }
+}

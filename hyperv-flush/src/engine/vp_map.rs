@@ -1,0 +1,86 @@
+//! VP index ↔ vCPU mapping (HV_X64_MSR_VP_INDEX), identity by default,
+//! settable by the VMM; VP indices up to 4095 and sparse.
+
+// Not part of the loom model: plain std atomics.
+use std::sync::atomic::{AtomicU64, Ordering};
+use thiserror::Error;
+
+/// Highest VP index + 1 (64 banks of 64 VPs).
+pub const MAX_VP_INDEX: u32 = 4096;
+const NONE: u64 = u64::MAX;
+
+/// Errors of [`VpMap::set`].
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum VpIndexError {
+    /// The VP index is out of range.
+    #[error("VP index {0} is out of range (max 4095)")]
+    OutOfRange(u32),
+    /// The VP index belongs to another vCPU.
+    #[error("VP index {vp} is already assigned to vCPU {owner}")]
+    InUse {
+        /// Requested VP index.
+        vp: u32,
+        /// vCPU holding it.
+        owner: usize,
+    },
+    /// No such vCPU.
+    #[error("No vCPU {0}")]
+    NoSuchVcpu(usize),
+}
+
+/// Lock-free map; writes are rare (VMM setup), reads are on the hot path.
+pub(crate) struct VpMap {
+    vp_to_vcpu: Box<[AtomicU64]>,
+    vcpu_to_vp: Box<[AtomicU64]>,
+}
+
+impl VpMap {
+    /// Identity mapping for `vcpus` vCPUs.
+    pub(crate) fn identity(vcpus: usize) -> Self {
+        let vp_to_vcpu = (0..MAX_VP_INDEX as usize)
+            .map(|vp| AtomicU64::new(if vp < vcpus { vp as u64 } else { NONE }))
+            .collect();
+        let vcpu_to_vp = (0..vcpus).map(|v| AtomicU64::new(v as u64)).collect();
+        Self {
+            vp_to_vcpu,
+            vcpu_to_vp,
+        }
+    }
+
+    /// The vCPU with VP index `vp`.
+    pub(crate) fn vcpu(&self, vp: u32) -> Option<usize> {
+        let v = self.vp_to_vcpu.get(vp as usize)?.load(Ordering::Acquire);
+        (v != NONE).then_some(v as usize)
+    }
+
+    /// The VP index of `vcpu`.
+    pub(crate) fn vp(&self, vcpu: usize) -> Option<u32> {
+        let v = self.vcpu_to_vp.get(vcpu)?.load(Ordering::Acquire);
+        (v != NONE).then_some(v as u32)
+    }
+
+    /// Assigns `vp` to `vcpu`, releasing the vCPU's previous index.
+    pub(crate) fn set(&self, vcpu: usize, vp: u32) -> Result<(), VpIndexError> {
+        let slot = self
+            .vcpu_to_vp
+            .get(vcpu)
+            .ok_or(VpIndexError::NoSuchVcpu(vcpu))?;
+        let target = self
+            .vp_to_vcpu
+            .get(vp as usize)
+            .ok_or(VpIndexError::OutOfRange(vp))?;
+        let owner = target.load(Ordering::Acquire);
+        if owner != NONE && owner as usize != vcpu {
+            return Err(VpIndexError::InUse {
+                vp,
+                owner: owner as usize,
+            });
+        }
+        let old = slot.swap(u64::from(vp), Ordering::AcqRel);
+        if old != NONE && old != u64::from(vp) {
+            self.vp_to_vcpu[old as usize].store(NONE, Ordering::Release);
+        }
+        target.store(vcpu as u64, Ordering::Release);
+        Ok(())
+    }
+}
