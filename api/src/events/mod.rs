@@ -1,0 +1,324 @@
+//! The event monitor (`--event-monitor path=FILE|fd=N`), in Cloud
+//! Hypervisor's format: each event a pretty-printed JSON object
+//! `{"timestamp":{"secs","nanos"},"source","event","properties"}` followed by
+//! a blank line, the timestamp measured from monitor start.
+//!
+//! Callers (vCPU threads) only `try_send` into a bounded queue; a dedicated
+//! thread does the writing. A full queue drops the event and counts it; the
+//! count goes out with the next `flush-summary` as `dropped_events`.
+
+mod event;
+mod rate_limit;
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::mem::ManuallyDrop;
+use std::os::fd::{FromRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub use event::{EVENT_SOURCE, Event, EventKind, FlushStats, Properties};
+pub use rate_limit::RateLimiter;
+
+use crate::option::{Endpoint, EventMonitorConfig};
+
+/// Errors of the event monitor.
+#[derive(Debug, thiserror::Error)]
+pub enum EventMonitorError {
+    /// The event file could not be opened.
+    #[error("Cannot open event monitor file {}", path.display())]
+    Open {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The inherited fd is not open.
+    #[error("Event monitor file descriptor {fd} is not open")]
+    BadFd {
+        /// The fd.
+        fd: RawFd,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The writer thread could not be spawned.
+    #[error("Cannot spawn the event monitor thread")]
+    Thread(#[source] io::Error),
+    /// The writer thread is gone (after shutdown, or it panicked).
+    #[error("Event monitor is stopped")]
+    Stopped,
+    /// Writing or syncing the file failed.
+    #[error("Cannot write the event file")]
+    Write(#[source] io::Error),
+}
+
+/// Tuning of the monitor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MonitorOptions {
+    /// Events the queue holds before dropping.
+    pub queue_capacity: usize,
+    /// At most this many rate-limited events of one kind per `rate_window`.
+    pub rate_limit: u32,
+    /// The rate-limit window.
+    pub rate_window: Duration,
+}
+
+impl Default for MonitorOptions {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 1024,
+            rate_limit: 10,
+            rate_window: Duration::from_secs(1),
+        }
+    }
+}
+
+enum Message {
+    Event(Duration, Event),
+    Flush(SyncSender<Result<(), EventMonitorError>>),
+    Stop,
+}
+
+#[derive(Default)]
+struct Counters {
+    dropped_since_summary: AtomicU64,
+    dropped_total: AtomicU64,
+    written: AtomicU64,
+}
+
+impl Counters {
+    fn drop_one(&self) {
+        self.dropped_since_summary.fetch_add(1, Ordering::Relaxed);
+        self.dropped_total.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A running event monitor. Share it with `Arc`; every method takes `&self`.
+pub struct EventMonitor {
+    start: Instant,
+    tx: SyncSender<Message>,
+    counters: Arc<Counters>,
+    limiters: Vec<RateLimiter>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl EventMonitor {
+    /// Opens the file (`path=`: created or truncated) or adopts the
+    /// inherited fd (`fd=`), and starts the writer thread.
+    pub fn open(
+        config: &EventMonitorConfig,
+        options: MonitorOptions,
+    ) -> Result<Self, EventMonitorError> {
+        let file = match &config.0 {
+            Endpoint::Path(path) => {
+                File::create(path).map_err(|source| EventMonitorError::Open {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            Endpoint::Fd(fd) => adopt_fd(*fd)?,
+        };
+        Self::from_file(file, options)
+    }
+
+    /// Starts a monitor writing to `file`.
+    pub fn from_file(file: File, options: MonitorOptions) -> Result<Self, EventMonitorError> {
+        let (tx, rx) = sync_channel(options.queue_capacity);
+        let counters = Arc::new(Counters::default());
+        let thread_counters = counters.clone();
+        let thread = std::thread::Builder::new()
+            .name("hvflush-events".to_owned())
+            .spawn(move || write_loop(file, rx, &thread_counters))
+            .map_err(EventMonitorError::Thread)?;
+        Ok(Self {
+            start: Instant::now(),
+            tx,
+            counters,
+            limiters: EventKind::ALL
+                .iter()
+                .map(|_| RateLimiter::new(options.rate_limit, options.rate_window))
+                .collect(),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues `event` without ever blocking. Rate-limited kinds beyond their
+    /// rate are suppressed (the next one that goes out carries a
+    /// `suppressed` count); a full queue drops the event and counts it.
+    /// Returns whether the event was queued.
+    pub fn emit(&self, mut event: Event) -> bool {
+        let now = Instant::now();
+        if event.kind().is_rate_limited() {
+            match self.limiters[event.kind().index()].check(now) {
+                Some(suppressed) => event.insert("suppressed", suppressed.to_string()),
+                None => return false,
+            }
+        }
+        let elapsed = now.saturating_duration_since(self.start);
+        match self.tx.try_send(Message::Event(elapsed, event)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.counters.drop_one();
+                false
+            }
+        }
+    }
+
+    /// Events dropped since start (queue full or write failure).
+    pub fn dropped_total(&self) -> u64 {
+        self.counters.dropped_total.load(Ordering::Relaxed)
+    }
+
+    /// Events written since start.
+    pub fn written(&self) -> u64 {
+        self.counters.written.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every event queued before this call is written and the
+    /// file synced. Blocks: not for vCPU threads.
+    pub fn flush(&self) -> Result<(), EventMonitorError> {
+        let (ack, done) = sync_channel(1);
+        self.tx
+            .send(Message::Flush(ack))
+            .map_err(|_| EventMonitorError::Stopped)?;
+        done.recv().map_err(|_| EventMonitorError::Stopped)?
+    }
+
+    /// Writes `final_event` (normally [`Event::shutdown`]), drains the
+    /// queue, syncs the file and stops the writer thread. Later `emit`s
+    /// are counted as dropped. Blocks.
+    pub fn shutdown(&self, final_event: Event) -> Result<(), EventMonitorError> {
+        let elapsed = self.start.elapsed();
+        let sent = self.tx.send(Message::Event(elapsed, final_event)).is_ok();
+        let flushed = self.flush();
+        // The thread may have stopped already; then there is nothing to stop.
+        let _ = self.tx.send(Message::Stop);
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+        if !sent {
+            return Err(EventMonitorError::Stopped);
+        }
+        flushed
+    }
+}
+
+impl Drop for EventMonitor {
+    fn drop(&mut self) {
+        // Stop the writer without a final event; it drains what is queued.
+        let _ = self.tx.send(Message::Stop);
+        let thread = self
+            .thread
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn adopt_fd(fd: RawFd) -> Result<File, EventMonitorError> {
+    // SAFETY: F_GETFL only reads the fd's flags; it fails with EBADF for a
+    // closed fd, which is checked before taking ownership.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(EventMonitorError::BadFd {
+            fd,
+            source: io::Error::last_os_error(),
+        });
+    }
+    if flags & libc::O_ACCMODE == libc::O_RDONLY {
+        return Err(EventMonitorError::BadFd {
+            fd,
+            source: io::Error::from(io::ErrorKind::PermissionDenied),
+        });
+    }
+    // SAFETY: the fd is open and writable (checked above) and was handed to
+    // this process for the event monitor (`--event-monitor fd=N`), so
+    // nothing else owns it.
+    let file = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+    Ok(ManuallyDrop::into_inner(file))
+}
+
+/// The wire form of one event.
+#[derive(Serialize)]
+struct Wire<'a> {
+    timestamp: Duration,
+    source: &'static str,
+    event: &'static str,
+    properties: Option<&'a Properties>,
+}
+
+fn write_event(out: &mut impl Write, elapsed: Duration, event: &Event) -> io::Result<()> {
+    let wire = Wire {
+        timestamp: elapsed,
+        source: EVENT_SOURCE,
+        event: event.kind().as_str(),
+        properties: event.properties(),
+    };
+    let mut text = serde_json::to_vec_pretty(&wire).map_err(io::Error::other)?;
+    text.extend_from_slice(b"\n\n");
+    out.write_all(&text)
+}
+
+fn sync(file: &File) -> Result<(), EventMonitorError> {
+    match file.sync_all() {
+        // Pipes, FIFOs and ttys cannot be synced; written is all there is.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        other => other.map_err(EventMonitorError::Write),
+    }
+}
+
+/// Writes each event with one `write_all` straight to the file (no user
+/// buffer), so a live reader sees it at once and a crash loses nothing
+/// that was written.
+fn write_loop(mut file: File, rx: Receiver<Message>, counters: &Counters) {
+    let mut reported_error = false;
+    while let Ok(message) = rx.recv() {
+        match message {
+            Message::Event(elapsed, mut event) => {
+                match event.kind() {
+                    EventKind::FlushSummary => {
+                        let n = counters.dropped_since_summary.swap(0, Ordering::Relaxed);
+                        event.insert("dropped_events", n.to_string());
+                    }
+                    EventKind::Shutdown => {
+                        let n = counters.dropped_total.load(Ordering::Relaxed);
+                        event.insert("dropped_events", n.to_string());
+                    }
+                    _ => {}
+                }
+                match write_event(&mut file, elapsed, &event) {
+                    Ok(()) => {
+                        counters.written.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        counters.drop_one();
+                        if !reported_error {
+                            eprintln!("hvflush-events: cannot write event: {e}");
+                            reported_error = true;
+                        }
+                    }
+                }
+            }
+            Message::Flush(ack) => {
+                // The requester may have given up; nothing to do then.
+                let _ = ack.send(sync(&file));
+            }
+            Message::Stop => break,
+        }
+    }
+}
