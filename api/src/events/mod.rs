@@ -48,6 +48,9 @@ pub enum EventMonitorError {
         #[source]
         source: io::Error,
     },
+    /// The inherited fd is open for reading only.
+    #[error("Event monitor file descriptor {0} is not writable")]
+    NotWritable(RawFd),
     /// The writer thread could not be spawned.
     #[error("Cannot spawn the event monitor thread")]
     Thread(#[source] io::Error),
@@ -241,10 +244,7 @@ fn adopt_fd(fd: RawFd) -> Result<File, EventMonitorError> {
         });
     }
     if flags & libc::O_ACCMODE == libc::O_RDONLY {
-        return Err(EventMonitorError::BadFd {
-            fd,
-            source: io::Error::from(io::ErrorKind::PermissionDenied),
-        });
+        return Err(EventMonitorError::NotWritable(fd));
     }
     // SAFETY: the fd is open and writable (checked above) and was handed to
     // this process for the event monitor (`--event-monitor fd=N`), so

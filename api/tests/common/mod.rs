@@ -1,0 +1,244 @@
+//! A mock `FlushService` and helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hvflush_api::config::{FlushMode, HypervFlushConfig, HypervFlushUpdate, L2Mode};
+use hvflush_api::model::{
+    CountersReport, Feature, FeatureState, FlushInfo, FlushPath, HypercallInput, LatencyReport,
+    ServicePath, UpdateError, UpdateOutcome,
+};
+use hvflush_api::{ApiServer, ApiSocketConfig, FlushService, ServerLimits};
+
+/// Why the mock refuses `l2=on` (as a KVM host without in-kernel Hyper-V would).
+pub const L2_REASON: &str = "KVM lacks KVM_CAP_HYPERV_TLBFLUSH (L2 direct flush needs it)";
+/// Why the mock refuses `mode=off` at run time.
+pub const OFF_REASON: &str = "Mode `off` can only be chosen at boot";
+
+/// A userspace-mode VMM in miniature: `l1` toggles at once, `mode` and
+/// `vendor` changes wait for a reboot, `l2=on` is impossible.
+pub struct MockService {
+    pub state: Mutex<MockState>,
+}
+
+pub struct MockState {
+    pub config: HypervFlushConfig,
+    pub pending: Option<HypervFlushConfig>,
+    pub updates: u64,
+}
+
+impl MockService {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(MockState {
+                config: HypervFlushConfig::default(),
+                pending: None,
+                updates: 0,
+            }),
+        })
+    }
+}
+
+fn feature(enabled: bool, effective: bool, pending: bool, reasons: &[&str]) -> FeatureState {
+    FeatureState {
+        enabled,
+        effective,
+        path: if effective {
+            ServicePath::Userspace
+        } else {
+            ServicePath::None
+        },
+        pending_until_reboot: pending,
+        reasons: reasons.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn info_of(state: &MockState) -> FlushInfo {
+    let c = &state.config;
+    let pending = state.pending.as_ref();
+    let changed = |f: fn(&HypervFlushConfig) -> bool| pending.is_some_and(|p| f(p) != f(c));
+    let mut features = BTreeMap::new();
+    features.insert(Feature::L1, feature(c.l1, c.l1, false, &[]));
+    features.insert(
+        Feature::L2,
+        feature(c.l2 == L2Mode::On, false, false, &[L2_REASON]),
+    );
+    features.insert(
+        Feature::ExMasks,
+        feature(c.ex_masks, c.ex_masks && c.l1, changed(|p| p.ex_masks), &[]),
+    );
+    features.insert(
+        Feature::XmmInput,
+        feature(
+            c.xmm_input,
+            c.xmm_input && c.l1,
+            changed(|p| p.xmm_input),
+            &[],
+        ),
+    );
+    features.insert(
+        Feature::ExtendedRanges,
+        feature(
+            c.extended_ranges,
+            c.extended_ranges && c.l1,
+            changed(|p| p.extended_ranges),
+            &[],
+        ),
+    );
+    FlushInfo {
+        backend: "kvm".to_owned(),
+        effective_mode: FlushMode::Userspace,
+        config: c.clone(),
+        pending_config: state.pending.clone(),
+        features,
+    }
+}
+
+impl FlushService for MockService {
+    fn info(&self) -> FlushInfo {
+        info_of(&self.state.lock().unwrap())
+    }
+
+    fn update(&self, u: HypervFlushUpdate) -> Result<UpdateOutcome, UpdateError> {
+        let mut state = self.state.lock().unwrap();
+        if u.l2 == Some(L2Mode::On) {
+            return Err(UpdateError::NotPossible {
+                reasons: vec![L2_REASON.to_owned()],
+            });
+        }
+        if u.mode == Some(FlushMode::Off) {
+            return Err(UpdateError::Invalid {
+                reasons: vec![OFF_REASON.to_owned()],
+            });
+        }
+        state.updates += 1;
+        // l1 applies at once; everything else is CPUID-visible: next boot.
+        let now = HypervFlushUpdate {
+            l1: u.l1,
+            ..Default::default()
+        };
+        let later = HypervFlushUpdate { l1: None, ..u };
+        state.config = now.apply_to(&state.config).unwrap();
+        if later.is_empty() {
+            return Ok(UpdateOutcome::Applied);
+        }
+        let base = state
+            .pending
+            .clone()
+            .unwrap_or_else(|| state.config.clone());
+        let next = later.apply_to(&base).unwrap();
+        if next == state.config {
+            state.pending = None;
+            return Ok(UpdateOutcome::Applied);
+        }
+        state.pending = Some(next);
+        Ok(UpdateOutcome::PendingUntilReboot(info_of(&state)))
+    }
+
+    fn counters(&self) -> CountersReport {
+        let mut c = CountersReport::default();
+        let path = FlushPath::ALL[1];
+        c.add_hypercalls(path, HypercallInput::Memory, 40);
+        c.add_hypercalls(path, HypercallInput::Fast, 2);
+        c.add_status(0, "HV_STATUS_SUCCESS", 40);
+        c.add_status(6, "HV_STATUS_ACCESS_DENIED", 2);
+        c.targets = 120;
+        c.flushes_requested = 120;
+        c.flushes_executed = 118;
+        c.flush_all_fallbacks = 3;
+        c.kicks = 77;
+        c.latency = LatencyReport {
+            samples: 42,
+            p50_ns: Some(15_000),
+            p99_ns: Some(40_000),
+        };
+        c
+    }
+}
+
+/// A running server on a socket in a temporary directory.
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub service: Arc<MockService>,
+    pub server: Option<ApiServer>,
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::start_with(ServerLimits::default())
+    }
+
+    pub fn start_with(limits: ServerLimits) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("api.sock");
+        let service = MockService::new();
+        let config = ApiSocketConfig::parse(&format!("path={}", socket.display())).unwrap();
+        let server = ApiServer::start_with_limits(&config, service.clone(), limits).unwrap();
+        Self {
+            dir,
+            socket,
+            service,
+            server: Some(server),
+        }
+    }
+}
+
+/// A parsed raw HTTP response.
+#[derive(Debug)]
+pub struct Raw {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Sends raw bytes and reads until the server closes (it never keeps a
+/// connection alive). `None` when the server closed without answering.
+pub fn raw_exchange(socket: &Path, bytes: &[u8], half_close: bool) -> Option<Raw> {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    if half_close {
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let mut response = Vec::new();
+    // A reset after the answer is fine: keep what arrived.
+    let _ = stream.read_to_end(&mut response);
+    parse_raw(&response)
+}
+
+/// Splits an HTTP/1.1 response (Content-Length bodies only).
+pub fn parse_raw(response: &[u8]) -> Option<Raw> {
+    let text_end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&response[..text_end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Some(Raw {
+        status,
+        headers,
+        body: response[text_end + 4..].to_vec(),
+    })
+}
+
+/// A request with a body and Content-Length.
+pub fn request(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}

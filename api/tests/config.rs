@@ -1,0 +1,388 @@
+//! Option strings, the VM config file and their error messages.
+
+use std::error::Error;
+
+use hvflush_api::config::{
+    ConfigError, FlushMode, HypervFlushConfig, HypervFlushUpdate, L2Mode, PortError,
+    VendorSignature, free_port_ranges, validate_hypercall_port,
+};
+use hvflush_api::config_file::{ConfigFileError, merge_config, parse_vm_config};
+use hvflush_api::option::{ApiSocketConfig, Endpoint, EventMonitorConfig, OptionError};
+
+const FREE: &str = "0x22-0x3f, 0x44-0x5f, 0x62-0x63, 0x65-0x6f, 0x72-0x7f, 0x81-0x91, \
+                    0x93-0x9f, 0xa2-0xbf, 0xe0-0xe8, 0xea-0xef";
+
+/// The error and its sources, outermost first.
+fn chain(e: &dyn Error) -> Vec<String> {
+    let mut out = vec![e.to_string()];
+    let mut s = e.source();
+    while let Some(inner) = s {
+        out.push(inner.to_string());
+        s = inner.source();
+    }
+    out
+}
+
+fn parse_err(s: &str) -> Vec<String> {
+    chain(&HypervFlushConfig::parse(s).expect_err(s))
+}
+
+#[test]
+fn defaults() {
+    let c = HypervFlushConfig::parse("").unwrap();
+    assert_eq!(c, HypervFlushConfig::default());
+    assert_eq!(
+        c.to_option_string(),
+        "mode=auto,l1=on,l2=auto,ex_masks=on,xmm_input=on,extended_ranges=on,vendor=microsoft,\
+         hypercall_port=0x99"
+    );
+    assert!(HypervFlushConfig::SYNTAX.contains("mode=auto|offload|userspace|off"));
+}
+
+#[test]
+fn option_string_round_trips() {
+    let cases = [
+        "mode=offload,l1=off,l2=on,ex_masks=off,xmm_input=off,extended_ranges=off,vendor=kvm,hypercall_port=0x22",
+        "mode=userspace",
+        "mode=off,l2=off",
+        "vendor=kvm,hypercall_port=0xef",
+    ];
+    for s in cases {
+        let c = HypervFlushConfig::parse(s).unwrap();
+        assert_eq!(
+            HypervFlushConfig::parse(&c.to_option_string()).unwrap(),
+            c,
+            "{s}"
+        );
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<HypervFlushConfig>(&json).unwrap(), c);
+        let u = HypervFlushUpdate::parse(s).unwrap();
+        assert_eq!(
+            HypervFlushUpdate::parse(&u.to_option_string()).unwrap(),
+            u,
+            "{s}"
+        );
+    }
+    let c = HypervFlushConfig::parse(cases[0]).unwrap();
+    assert_eq!(c.mode, FlushMode::Offload);
+    assert!(!c.l1);
+    assert_eq!(c.l2, L2Mode::On);
+    assert_eq!(c.vendor, VendorSignature::Kvm);
+    assert_eq!(c.hypercall_port, 0x22);
+    // Decimal ports and Cloud Hypervisor's true/false toggles.
+    let c = HypervFlushConfig::parse("hypercall_port=153,l1=false,ex_masks=true").unwrap();
+    assert_eq!((c.hypercall_port, c.l1, c.ex_masks), (0x99, false, true));
+}
+
+#[test]
+fn json_shape_is_cloud_hypervisor_style() {
+    let json = serde_json::to_value(HypervFlushConfig::default()).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "mode": "Auto", "l1": true, "l2": "Auto", "ex_masks": true, "xmm_input": true,
+            "extended_ranges": true, "vendor": "Microsoft", "hypercall_port": 153
+        })
+    );
+    let partial: HypervFlushConfig = serde_json::from_str(r#"{"l1": false}"#).unwrap();
+    assert_eq!(
+        partial,
+        HypervFlushConfig {
+            l1: false,
+            ..Default::default()
+        }
+    );
+    assert!(serde_json::from_str::<HypervFlushConfig>(r#"{"l3": 1}"#).is_err());
+    let update: HypervFlushUpdate = serde_json::from_str(r#"{"mode": "Userspace"}"#).unwrap();
+    assert_eq!(
+        serde_json::to_string(&update).unwrap(),
+        r#"{"mode":"Userspace"}"#
+    );
+    assert!(serde_json::from_str::<HypervFlushUpdate>(r#"{"speed": 1}"#).is_err());
+}
+
+#[test]
+fn every_option_error_message() {
+    let keys = "mode, l1, l2, ex_masks, xmm_input, extended_ranges, vendor, hypercall_port";
+    assert_eq!(
+        parse_err("l1"),
+        ["Option `l1` is not of the form key=value"]
+    );
+    assert_eq!(
+        parse_err("l3=on"),
+        [format!("Unknown option `l3` (allowed: {keys})")]
+    );
+    assert_eq!(
+        parse_err("l1=on,l1=off"),
+        ["Option `l1` given more than once"]
+    );
+    assert_eq!(
+        parse_err("vendor=\"kvm"),
+        ["Unterminated quote in `vendor=\"kvm`"]
+    );
+    assert_eq!(
+        parse_err("mode=fast"),
+        ["Invalid value `fast` for `mode` (allowed: auto, offload, userspace, off)"]
+    );
+    assert_eq!(
+        parse_err("l1=maybe"),
+        ["Invalid value `maybe` for `l1` (allowed: on, off)"]
+    );
+    assert_eq!(
+        parse_err("l2=yes"),
+        ["Invalid value `yes` for `l2` (allowed: auto, on, off)"]
+    );
+    assert_eq!(
+        parse_err("ex_masks=1"),
+        ["Invalid value `1` for `ex_masks` (allowed: on, off)"]
+    );
+    assert_eq!(
+        parse_err("vendor=xen"),
+        ["Invalid value `xen` for `vendor` (allowed: microsoft, kvm)"]
+    );
+    assert_eq!(
+        parse_err("hypercall_port=abc"),
+        [format!(
+            "Invalid value `abc` for `hypercall_port` (allowed: a free port in 0x00-0xff: {FREE})"
+        )]
+    );
+    assert_eq!(
+        parse_err("hypercall_port=0x70"),
+        [
+            "Invalid configuration".to_owned(),
+            "Invalid value `0x70` for `hypercall_port`".to_owned(),
+            format!("Used by the RTC/CMOS (allowed: {FREE})"),
+        ]
+    );
+    assert_eq!(
+        parse_err("hypercall_port=0x100")[2],
+        format!("Above 0xff, the limit of the `out imm8, al` stub (allowed: {FREE})")
+    );
+    assert_eq!(
+        parse_err("hypercall_port=0xf4")[2],
+        format!("Used by the reference VMM's exit port (allowed: {FREE})")
+    );
+    assert_eq!(
+        parse_err("hypercall_port=233")[2],
+        format!("Used by the reference VMM's debug console (allowed: {FREE})")
+    );
+}
+
+#[test]
+fn hypercall_port_table() {
+    assert_eq!(free_port_ranges(), FREE);
+    let reserved: &[(u16, &str)] = &[
+        (0x00, "primary DMA controller"),
+        (0x1f, "primary DMA controller"),
+        (0x20, "primary PIC"),
+        (0xa1, "secondary PIC"),
+        (0x43, "PIT"),
+        (0x60, "keyboard controller"),
+        (0x64, "keyboard controller"),
+        (0x61, "PC speaker / NMI status port"),
+        (0x71, "RTC/CMOS"),
+        (0x80, "POST diagnostic port"),
+        (0x92, "system control port A"),
+        (0xc0, "secondary DMA controller"),
+        (0xdf, "secondary DMA controller"),
+        (0xf0, "FPU error ports"),
+        (0xff, "FPU error ports"),
+    ];
+    for (port, device) in reserved {
+        assert_eq!(
+            validate_hypercall_port(*port),
+            Err(PortError::Reserved { device }),
+            "{port:#x}"
+        );
+    }
+    for port in [0x22, 0x3f, 0x44, 0x99, 0xe8, 0xea, 0xef] {
+        assert_eq!(validate_hypercall_port(port), Ok(()), "{port:#x}");
+    }
+    assert_eq!(validate_hypercall_port(0x100), Err(PortError::TooLarge));
+    assert_eq!(validate_hypercall_port(u16::MAX), Err(PortError::TooLarge));
+    let free = (0..=0xffu16)
+        .filter(|p| validate_hypercall_port(*p).is_ok())
+        .count();
+    assert_eq!(free, 30 + 28 + 2 + 11 + 14 + 17 + 13 + 30 + 9 + 6);
+}
+
+#[test]
+fn update_apply_and_diff() {
+    let base = HypervFlushConfig::default();
+    let u = HypervFlushUpdate::parse("l1=off,vendor=kvm").unwrap();
+    let next = u.apply_to(&base).unwrap();
+    assert_eq!(
+        next,
+        HypervFlushConfig {
+            l1: false,
+            vendor: VendorSignature::Kvm,
+            ..base.clone()
+        }
+    );
+    assert_eq!(HypervFlushUpdate::diff(&base, &next), u);
+    assert!(HypervFlushUpdate::diff(&base, &base).is_empty());
+    let bad = HypervFlushUpdate {
+        hypercall_port: Some(0x80),
+        ..Default::default()
+    };
+    assert!(matches!(
+        bad.apply_to(&base),
+        Err(ConfigError::InvalidPort { value: 0x80, .. })
+    ));
+    assert!(bad.validate().is_err());
+}
+
+#[test]
+fn endpoints() {
+    assert_eq!(
+        ApiSocketConfig::parse("path=/run/vm.sock").unwrap().0,
+        Endpoint::Path("/run/vm.sock".into())
+    );
+    assert_eq!(
+        ApiSocketConfig::parse("path=\"/tmp/a,b.sock\"").unwrap().0,
+        Endpoint::Path("/tmp/a,b.sock".into())
+    );
+    assert_eq!(
+        EventMonitorConfig::parse("fd=3").unwrap().0,
+        Endpoint::Fd(3)
+    );
+    let err = |s: &str| ApiSocketConfig::parse(s).unwrap_err().to_string();
+    assert_eq!(
+        err(""),
+        format!("No option given (expected: {})", ApiSocketConfig::SYNTAX)
+    );
+    assert_eq!(
+        err("path=/a,fd=3"),
+        "Options `path` and `fd` exclude each other"
+    );
+    assert_eq!(err("file=/a"), "Unknown option `file` (allowed: path, fd)");
+    assert_eq!(
+        err("/tmp/x"),
+        "Option `/tmp/x` is not of the form key=value"
+    );
+    assert_eq!(
+        err("fd=2"),
+        "Invalid value `2` for `fd` (allowed: a file descriptor number from 3 up)"
+    );
+    assert_eq!(
+        err("fd=x"),
+        "Invalid value `x` for `fd` (allowed: a file descriptor number from 3 up)"
+    );
+    assert_eq!(
+        err("path="),
+        "Invalid value `` for `path` (allowed: a non-empty path)"
+    );
+    assert!(matches!(
+        EventMonitorConfig::parse("fd=3,fd=4"),
+        Err(OptionError::Duplicate(_))
+    ));
+}
+
+fn file_err(text: &str) -> Vec<String> {
+    chain(&parse_vm_config(text, "vm.json".as_ref()).expect_err(text))
+}
+
+#[test]
+fn vm_config_file() {
+    let text = r#"{
+        "cpus": {"boot_vcpus": 4, "anything": [1, 2]},
+        "memory": {"size": 536870912},
+        "hyperv_flush": {"mode": "Userspace", "l1": false}
+    }"#;
+    let c = parse_vm_config(text, "vm.json".as_ref()).unwrap();
+    assert_eq!(
+        c,
+        HypervFlushConfig {
+            mode: FlushMode::Userspace,
+            l1: false,
+            ..Default::default()
+        }
+    );
+    assert_eq!(
+        parse_vm_config(r#"{"cpus": {}}"#, "vm.json".as_ref()).unwrap(),
+        HypervFlushConfig::default()
+    );
+
+    let e = file_err(r#"{"hyperv_flush": {"l3": true}}"#);
+    assert_eq!(e[0], "Invalid `hyperv_flush.l3` in VM config file vm.json");
+    assert!(
+        e[1].starts_with("unknown field `l3`, expected one of `mode`"),
+        "{e:?}"
+    );
+    let e = file_err(r#"{"hyperv_flush": {"mode": "Fast"}}"#);
+    assert_eq!(
+        e[0],
+        "Invalid `hyperv_flush.mode` in VM config file vm.json"
+    );
+    assert!(
+        e[1].starts_with(
+            "unknown variant `Fast`, expected one of `Auto`, `Offload`, `Userspace`, `Off`"
+        ),
+        "{e:?}"
+    );
+    let e = file_err(r#"{"hyperv_flush": {"l1": "on"}}"#);
+    assert_eq!(e[0], "Invalid `hyperv_flush.l1` in VM config file vm.json");
+    assert!(
+        e[1].starts_with("invalid type: string \"on\", expected a boolean"),
+        "{e:?}"
+    );
+    let e = file_err(r#"{"hyperv_flush": {"hypercall_port": 96}}"#);
+    assert_eq!(
+        e,
+        [
+            "Invalid `hyperv_flush` section in VM config file vm.json".to_owned(),
+            "Invalid value `0x60` for `hypercall_port`".to_owned(),
+            format!("Used by the keyboard controller (allowed: {FREE})"),
+        ]
+    );
+    let e = file_err("{\"hyperv_flush\": ");
+    assert!(e[0].starts_with("Invalid `"), "{e:?}");
+    assert!(e[1].contains("EOF while parsing"), "{e:?}");
+}
+
+#[test]
+fn command_line_overrides_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vm.json");
+    std::fs::write(
+        &path,
+        r#"{"hyperv_flush": {"l1": false, "ex_masks": false, "vendor": "Kvm"}, "payload": {}}"#,
+    )
+    .unwrap();
+    let c = merge_config(Some(&path), Some("ex_masks=on,mode=userspace")).unwrap();
+    assert_eq!(
+        c,
+        HypervFlushConfig {
+            l1: false,
+            ex_masks: true,
+            vendor: VendorSignature::Kvm,
+            mode: FlushMode::Userspace,
+            ..Default::default()
+        }
+    );
+    assert_eq!(
+        merge_config(Some(&path), None).unwrap().vendor,
+        VendorSignature::Kvm
+    );
+    assert!(!merge_config(None, Some("l1=off")).unwrap().l1);
+    assert_eq!(
+        merge_config(None, None).unwrap(),
+        HypervFlushConfig::default()
+    );
+    let e = merge_config(Some(&path), Some("l1=perhaps")).unwrap_err();
+    assert!(matches!(e, ConfigFileError::Option(_)));
+    assert_eq!(
+        chain(&e),
+        [
+            "Invalid --hyperv-flush option",
+            "Invalid value `perhaps` for `l1` (allowed: on, off)"
+        ]
+    );
+    let missing = dir.path().join("missing.json");
+    let e = merge_config(Some(&missing), None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("Cannot read VM config file {}", missing.display())
+    );
+    assert!(e.source().is_some());
+}
