@@ -1,2 +1,11 @@
 //! Backends (KVM, MSHV), vCPU-loop hooks and the reference VMM.
 #![deny(missing_docs)]
+
+pub mod cpuid;
+pub mod decision;
+#[cfg(feature = "kvm")]
+pub mod guest;
+#[cfg(feature = "kvm")]
+pub mod kvm;
+#[cfg(feature = "mshv")]
+pub mod mshv;

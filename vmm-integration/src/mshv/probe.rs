@@ -1,0 +1,83 @@
+//! Probing /dev/mshv: device presence, VMM capabilities and the synthetic
+//! processor features this VMM may assign.
+
+use mshv_bindings::hv_partition_property_code_HV_PARTITION_PROPERTY_ASSIGNABLE_SYNTHETIC_PROC_FEATURES as ASSIGNABLE_PROPERTY;
+use mshv_ioctls::Mshv;
+
+use crate::decision::{CpuVendor, MshvFacts};
+
+/// Errors of the MSHV probe.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// /dev/mshv does not exist: not an MSHV root partition.
+    #[error("No /dev/mshv: not running on a Microsoft hypervisor root partition")]
+    Absent,
+    /// /dev/mshv exists but cannot be opened.
+    #[error("Cannot open /dev/mshv")]
+    Open(#[source] mshv_ioctls::MshvError),
+    /// `get_vmm_caps` failed.
+    #[error("Cannot read the MSHV VMM capabilities")]
+    VmmCaps(#[source] mshv_ioctls::MshvError),
+    /// /dev/mshv could not be opened for the raw property read.
+    #[error("Cannot open /dev/mshv")]
+    Reopen(#[source] std::io::Error),
+    /// The assignable features property could not be read.
+    #[error("Cannot read the assignable synthetic processor features")]
+    Assignable(#[source] vmm_sys_util::errno::Error),
+}
+
+/// Opens /dev/mshv and probes it.
+pub fn probe_mshv() -> Result<MshvFacts, ProbeError> {
+    if !std::path::Path::new("/dev/mshv").exists() {
+        return Err(ProbeError::Absent);
+    }
+    let mshv = Mshv::new().map_err(ProbeError::Open)?;
+    let caps = mshv.get_vmm_caps().map_err(ProbeError::VmmCaps)?;
+    // SAFETY: both union members are 8 bytes of plain bits; any pattern is valid.
+    let assignable_query =
+        unsafe { caps.__bindgen_anon_1.__bindgen_anon_1 }.assignable_synthetic_proc_features() == 1;
+    let assignable_features = if assignable_query {
+        // mshv-ioctls does not lend its fd, so the raw call uses its own.
+        let dev = std::fs::File::open("/dev/mshv").map_err(ProbeError::Reopen)?;
+        Some(
+            super::sys::host_property_ex_bank0(&dev, ASSIGNABLE_PROPERTY)
+                .map_err(ProbeError::Assignable)?,
+        )
+    } else {
+        None
+    };
+    Ok(MshvFacts {
+        vendor: host_vendor(),
+        assignable_query,
+        assignable_features,
+    })
+}
+
+/// The host CPU vendor from CPUID.0 (the root partition sees the real one).
+fn host_vendor() -> CpuVendor {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let r = std::arch::x86_64::__cpuid(0);
+        let mut sig = [0u8; 12];
+        sig[0..4].copy_from_slice(&r.ebx.to_le_bytes());
+        sig[4..8].copy_from_slice(&r.edx.to_le_bytes());
+        sig[8..12].copy_from_slice(&r.ecx.to_le_bytes());
+        CpuVendor::from_signature(&sig)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    CpuVendor::Other
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_reports_absence_or_facts() {
+        match probe_mshv() {
+            Err(ProbeError::Absent) => eprintln!("skipped: no /dev/mshv on this host"),
+            Err(e) => eprintln!("skipped: /dev/mshv unusable: {e}"),
+            Ok(facts) => assert_eq!(facts.assignable_query, facts.assignable_features.is_some()),
+        }
+    }
+}
