@@ -1,0 +1,1 @@
+//! KVM userspace flush path (integrator-owned).
