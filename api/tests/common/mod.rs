@@ -242,3 +242,223 @@ pub fn request(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
     r.extend_from_slice(body);
     r
 }
+
+/// One row of the malformed-request table.
+pub struct Case {
+    pub name: &'static str,
+    pub bytes: Vec<u8>,
+    pub half_close: bool,
+    pub status: u16,
+    /// Substrings the error chain (or body) must contain.
+    pub body_has: &'static [&'static str],
+}
+
+fn case(
+    name: &'static str,
+    bytes: Vec<u8>,
+    status: u16,
+    body_has: &'static [&'static str],
+) -> Case {
+    Case {
+        name,
+        bytes,
+        half_close: false,
+        status,
+        body_has,
+    }
+}
+
+/// Requests and the status each must get, good and malformed.
+pub fn table() -> Vec<Case> {
+    let big = vec![b' '; 64 * 1024 + 1];
+    let mut chunked_big =
+        b"PUT /api/v1/vm.hyperv-flush HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    for _ in 0..80 {
+        chunked_big.extend_from_slice(b"400\r\n");
+        chunked_big.extend_from_slice(&[b' '; 0x400]);
+        chunked_big.extend_from_slice(b"\r\n");
+    }
+    chunked_big.extend_from_slice(b"0\r\n\r\n");
+    let mut short =
+        b"PUT /api/v1/vm.hyperv-flush HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"l1\":"
+            .to_vec();
+    short.extend_from_slice(b" true");
+    vec![
+        case(
+            "ping",
+            request("GET", "/api/v1/vmm.ping", b""),
+            200,
+            &["version"],
+        ),
+        case(
+            "info",
+            request("GET", "/api/v1/vm.hyperv-flush", b""),
+            200,
+            &["features"],
+        ),
+        case(
+            "counters",
+            request("GET", "/api/v1/vm.hyperv-flush-counters", b""),
+            200,
+            &["l1-list"],
+        ),
+        case(
+            "applied",
+            request("PUT", "/api/v1/vm.hyperv-flush", br#"{"l1": false}"#),
+            204,
+            &[],
+        ),
+        case(
+            "empty update",
+            request("PUT", "/api/v1/vm.hyperv-flush", b"{}"),
+            204,
+            &[],
+        ),
+        case(
+            "pending",
+            request("PUT", "/api/v1/vm.hyperv-flush", br#"{"ex_masks": false}"#),
+            200,
+            &["pending_config"],
+        ),
+        case(
+            "not possible",
+            request("PUT", "/api/v1/vm.hyperv-flush", br#"{"l2": "On"}"#),
+            409,
+            &["Update not possible here", L2_REASON],
+        ),
+        case(
+            "refused by service",
+            request("PUT", "/api/v1/vm.hyperv-flush", br#"{"mode": "Off"}"#),
+            400,
+            &["Invalid update", OFF_REASON],
+        ),
+        case(
+            "bad json",
+            request("PUT", "/api/v1/vm.hyperv-flush", b"{l1:"),
+            400,
+            &["Invalid request body", "key must be a string"],
+        ),
+        case(
+            "truncated json",
+            request("PUT", "/api/v1/vm.hyperv-flush", br#"{"l1": tr"#),
+            400,
+            &["Invalid request body", "`l1`"],
+        ),
+        case(
+            "empty body",
+            request("PUT", "/api/v1/vm.hyperv-flush", b""),
+            400,
+            &["EOF while parsing"],
+        ),
+        case(
+            "trailing data",
+            request("PUT", "/api/v1/vm.hyperv-flush", b"{} []"),
+            400,
+            &["trailing characters"],
+        ),
+        case(
+            "unknown field",
+            request("PUT", "/api/v1/vm.hyperv-flush", br#"{"l3": true}"#),
+            400,
+            &["unknown field `l3`", "expected one of"],
+        ),
+        case(
+            "wrong type",
+            request("PUT", "/api/v1/vm.hyperv-flush", br#"{"l1": "on"}"#),
+            400,
+            &["`l1`", "expected a boolean"],
+        ),
+        case(
+            "unknown variant",
+            request("PUT", "/api/v1/vm.hyperv-flush", br#"{"mode": "Fast"}"#),
+            400,
+            &["`mode`", "unknown variant `Fast`", "`Userspace`"],
+        ),
+        case(
+            "reserved port",
+            request(
+                "PUT",
+                "/api/v1/vm.hyperv-flush",
+                br#"{"hypercall_port": 112}"#,
+            ),
+            400,
+            &[
+                "Invalid hyperv_flush update",
+                "`hypercall_port`",
+                "RTC/CMOS",
+                "allowed",
+            ],
+        ),
+        case(
+            "port too large",
+            request(
+                "PUT",
+                "/api/v1/vm.hyperv-flush",
+                br#"{"hypercall_port": 256}"#,
+            ),
+            400,
+            &["Above 0xff"],
+        ),
+        case(
+            "port out of u16",
+            request(
+                "PUT",
+                "/api/v1/vm.hyperv-flush",
+                br#"{"hypercall_port": 70000}"#,
+            ),
+            400,
+            &["`hypercall_port`"],
+        ),
+        case(
+            "oversized body",
+            request("PUT", "/api/v1/vm.hyperv-flush", &big),
+            413,
+            &["larger than 65536 bytes"],
+        ),
+        case(
+            "oversized chunked body",
+            chunked_big,
+            413,
+            &["larger than 65536 bytes"],
+        ),
+        Case {
+            name: "truncated body",
+            bytes: short,
+            half_close: true,
+            status: 400,
+            body_has: &["Cannot read request body"],
+        },
+        case(
+            "wrong method on config",
+            request("DELETE", "/api/v1/vm.hyperv-flush", b""),
+            405,
+            &["Method DELETE not allowed"],
+        ),
+        case(
+            "wrong method on ping",
+            request("POST", "/api/v1/vmm.ping", b"{}"),
+            405,
+            &["Method POST not allowed"],
+        ),
+        case(
+            "wrong method on counters",
+            request("PUT", "/api/v1/vm.hyperv-flush-counters", b"{}"),
+            405,
+            &["not allowed"],
+        ),
+        case(
+            "unknown path",
+            request("GET", "/api/v1/vm.nope", b""),
+            404,
+            &["Unknown path /api/v1/vm.nope"],
+        ),
+        case("root", request("GET", "/", b""), 404, &["Unknown path /"]),
+        case(
+            "query string ignored",
+            request("GET", "/api/v1/vmm.ping?x=1", b""),
+            200,
+            &["version"],
+        ),
+    ]
+}
