@@ -1,1 +1,255 @@
-//! KVM userspace flush path (integrator-owned).
+//! The KVM userspace flush path, for hosts without in-kernel Hyper-V.
+//!
+//! The VMM calls, and nothing more:
+//! * [`KvmUserspaceFlush::setup_vm`] once per VM (after creating it);
+//! * [`KvmUserspaceFlush::setup_vcpu`] on each vCPU's own thread, before
+//!   its first `KVM_RUN`;
+//! * [`KvmVcpuFlush::before_entry`] right before every `KVM_RUN` and
+//!   [`KvmVcpuFlush::after_exit`] right after it returns;
+//! * the exit handlers ([`KvmVcpuFlush::handle_io_out`],
+//!   [`KvmVcpuFlush::handle_rdmsr`], [`KvmVcpuFlush::handle_wrmsr`]), which
+//!   say whether the exit was theirs.
+
+mod kicker;
+mod msrs;
+mod regs;
+mod steal_time;
+mod vm_setup;
+
+use std::sync::Arc;
+
+use hyperv_flush::abi::HvStatus;
+use hyperv_flush::engine::{EngineError, Level, Partition};
+use kvm_ioctls::{ReadMsrExit, SyncReg, VcpuFd, VmFd, WriteMsrExit};
+use thiserror::Error;
+use vm_memory::GuestMemoryBackend;
+
+pub use kicker::{KvmKicker, VcpuKickers, install_kick_signal_handler};
+pub use msrs::{HypervMsrs, MSR_KVM_STEAL_TIME, MsrOutcome};
+pub use regs::KvmHypercallRegs;
+pub use steal_time::{KVM_VCPU_FLUSH_TLB, KVM_VCPU_PREEMPTED, StealTimeError, StealTimeRecord};
+pub use vm_setup::{VmSetupError, setup_msr_exits};
+
+/// Errors of the userspace path.
+#[derive(Debug, Error)]
+pub enum UserspaceError {
+    /// VM-wide setup failed.
+    #[error("Cannot set up the VM for userspace flushes")]
+    VmSetup(#[source] VmSetupError),
+    /// The flush executor could not be set up for a vCPU.
+    #[error("Cannot set up the flush executor of vCPU {0}")]
+    Executor(usize, #[source] StealTimeError),
+    /// The engine refused a vCPU index.
+    #[error("Flush engine error")]
+    Engine(#[source] EngineError),
+    /// The hypercall port is not an 8-bit port.
+    #[error("Hypercall port {0:#x} is not an 8-bit I/O port")]
+    Port(u16),
+}
+
+/// Options of the userspace path.
+#[derive(Clone, Copy, Debug)]
+pub struct UserspaceOptions {
+    /// I/O port of the hypercall stub (`out imm8, al`).
+    pub hypercall_port: u16,
+}
+
+/// Per-VM state of the userspace path.
+pub struct KvmUserspaceFlush<M: GuestMemoryBackend> {
+    partition: Arc<Partition>,
+    msrs: HypervMsrs,
+    kicker: KvmKicker<M>,
+    mem: M,
+    port: u16,
+}
+
+/// Whether an exit belonged to this component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitHandled {
+    /// Handled: re-enter the guest.
+    Handled,
+    /// Not ours: the VMM handles it.
+    NotMine,
+}
+
+impl<M: GuestMemoryBackend + Clone> KvmUserspaceFlush<M> {
+    /// VM-wide setup: MSR exits and filter. `mem` is the guest memory the
+    /// hypercall inputs, the hypercall page and the steal-time records are
+    /// in.
+    pub fn setup_vm(
+        vm: &VmFd,
+        partition: Arc<Partition>,
+        mem: M,
+        kickers: Arc<VcpuKickers>,
+        options: UserspaceOptions,
+    ) -> Result<Arc<Self>, UserspaceError> {
+        let port = u8::try_from(options.hypercall_port)
+            .map_err(|_| UserspaceError::Port(options.hypercall_port))?;
+        setup_msr_exits(vm).map_err(UserspaceError::VmSetup)?;
+        Ok(Arc::new(Self {
+            kicker: KvmKicker::new(kickers, mem.clone()),
+            msrs: HypervMsrs::new(port),
+            partition,
+            mem,
+            port: options.hypercall_port,
+        }))
+    }
+
+    /// The kicker the engine uses (also stops vCPUs: `VcpuKicker::kick`).
+    pub fn kicker(&self) -> &KvmKicker<M> {
+        &self.kicker
+    }
+
+    /// The engine.
+    pub fn partition(&self) -> &Arc<Partition> {
+        &self.partition
+    }
+
+    /// The partition-wide Hyper-V MSRs (state to carry across snapshots).
+    pub fn msrs(&self) -> &HypervMsrs {
+        &self.msrs
+    }
+
+    /// Per-vCPU setup, called **on the vCPU's own thread** before its first
+    /// `KVM_RUN`: registers the steal-time record at `steal_time_gpa`
+    /// (64-byte aligned, VMM-owned), enables register sync on exits, and
+    /// registers the thread for kicks.
+    pub fn setup_vcpu(
+        self: &Arc<Self>,
+        vcpu: &mut VcpuFd,
+        index: usize,
+        steal_time_gpa: u64,
+    ) -> Result<KvmVcpuFlush<M>, UserspaceError> {
+        if index >= self.partition.vcpu_count() {
+            return Err(UserspaceError::Engine(EngineError::NoSuchVcpu(index)));
+        }
+        let record = StealTimeRecord::register(vcpu, &self.mem, steal_time_gpa)
+            .map_err(|e| UserspaceError::Executor(index, e))?;
+        vcpu.set_sync_valid_reg(SyncReg::Register);
+        let immediate_exit = &raw mut vcpu.get_kvm_run().immediate_exit;
+        // SAFETY: the pointer is into this vCPU's kvm_run mapping, owned by
+        // `vcpu`; `KvmVcpuFlush` unregisters on drop and the VMM must drop
+        // it before the `VcpuFd` (documented on `KvmVcpuFlush`).
+        unsafe {
+            self.kicker
+                .kickers()
+                .register(index, immediate_exit, Some(&record))
+        };
+        Ok(KvmVcpuFlush {
+            shared: Arc::clone(self),
+            index,
+            record,
+        })
+    }
+}
+
+/// One vCPU's hooks. Drop it before the `VcpuFd` it was set up with.
+pub struct KvmVcpuFlush<M: GuestMemoryBackend> {
+    shared: Arc<KvmUserspaceFlush<M>>,
+    index: usize,
+    record: StealTimeRecord,
+}
+
+impl<M: GuestMemoryBackend> KvmVcpuFlush<M> {
+    /// Right before `KVM_RUN`: clears a pending kick, marks the vCPU in the
+    /// guest and arms the executor if another vCPU queued a flush for it.
+    pub fn before_entry(&mut self) -> Result<(), UserspaceError> {
+        self.shared
+            .kicker
+            .kickers()
+            .clear_immediate_exit(self.index);
+        let pending = self
+            .shared
+            .partition
+            .before_entry(self.index)
+            .map_err(UserspaceError::Engine)?;
+        if pending.is_some() {
+            // A full flush serves ranges too: over-flushing is always
+            // allowed (TLFS), and it is the one flush KVM offers userspace.
+            if let Err(e) = self.record.arm_flush(&self.shared.mem) {
+                // Leave the vCPU marked outside so nothing waits on it.
+                let _ = self.shared.partition.after_exit(self.index);
+                return Err(UserspaceError::Executor(self.index, e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Right after `KVM_RUN` returned (whatever it returned).
+    pub fn after_exit(&mut self) {
+        // The index was validated in `setup_vcpu`.
+        let _ = self.shared.partition.after_exit(self.index);
+    }
+
+    /// A `KVM_EXIT_IO` out: serves the hypercall if `port` is the stub's.
+    pub fn handle_io_out(&mut self, vcpu: &mut VcpuFd, port: u16, data: &[u8]) -> ExitHandled {
+        if port != self.shared.port || data.len() != 1 {
+            return ExitHandled::NotMine;
+        }
+        let shared = &self.shared;
+        let result = match KvmHypercallRegs::read(vcpu) {
+            Ok(mut regs) => shared
+                .partition
+                .handle_hypercall(
+                    self.index,
+                    Level::L1,
+                    &mut regs,
+                    &shared.mem,
+                    &shared.kicker,
+                )
+                .map_or(HvStatus::INVALID_PARAMETER.to_result(0), |o| o.result),
+            Err(_) => HvStatus::INVALID_HYPERCALL_INPUT.to_result(0),
+        };
+        vcpu.sync_regs_mut().regs.rax = result;
+        vcpu.set_sync_dirty_reg(SyncReg::Register);
+        ExitHandled::Handled
+    }
+
+    /// A `KVM_EXIT_X86_RDMSR`.
+    pub fn handle_rdmsr(&mut self, exit: &mut ReadMsrExit<'_>) -> ExitHandled {
+        let vp = self.shared.partition.vp_index(self.index);
+        match self.shared.msrs.read(exit.index, vp) {
+            MsrOutcome::NotMine => ExitHandled::NotMine,
+            MsrOutcome::Done(value) => {
+                *exit.data = value;
+                *exit.error = 0;
+                ExitHandled::Handled
+            }
+            MsrOutcome::Fault => {
+                *exit.error = 1;
+                ExitHandled::Handled
+            }
+        }
+    }
+
+    /// A `KVM_EXIT_X86_WRMSR`.
+    pub fn handle_wrmsr(&mut self, exit: &mut WriteMsrExit<'_>) -> ExitHandled {
+        match self
+            .shared
+            .msrs
+            .write(exit.index, exit.data, &self.shared.mem)
+        {
+            MsrOutcome::NotMine => ExitHandled::NotMine,
+            MsrOutcome::Done(_) => {
+                *exit.error = 0;
+                ExitHandled::Handled
+            }
+            MsrOutcome::Fault => {
+                *exit.error = 1;
+                ExitHandled::Handled
+            }
+        }
+    }
+
+    /// The vCPU index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl<M: GuestMemoryBackend> Drop for KvmVcpuFlush<M> {
+    fn drop(&mut self) {
+        self.shared.kicker.kickers().unregister(self.index);
+        let _ = self.shared.partition.vcpu_stopped(self.index);
+    }
+}
