@@ -4,6 +4,8 @@
 pub mod cpuid;
 pub mod decision;
 #[cfg(feature = "kvm")]
+pub mod guest;
+#[cfg(feature = "kvm")]
 pub mod kvm;
 #[cfg(feature = "mshv")]
 pub mod mshv;

@@ -1,0 +1,5 @@
+WORKLOAD_BEGIN bench
+    WORKLOAD_ENTRY bench
+    EXIT 0
+    ROUTINES bench
+WORKLOAD_END bench

@@ -1,0 +1,5 @@
+WORKLOAD_BEGIN smoke
+    WORKLOAD_ENTRY smoke
+    EXIT 0
+    ROUTINES smoke
+WORKLOAD_END smoke

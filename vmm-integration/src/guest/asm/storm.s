@@ -1,0 +1,5 @@
+WORKLOAD_BEGIN storm
+    WORKLOAD_ENTRY storm
+    EXIT 0
+    ROUTINES storm
+WORKLOAD_END storm

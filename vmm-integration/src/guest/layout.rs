@@ -1,0 +1,291 @@
+//! Guest-physical memory layout of the reference guest ABI (`docs/guest-abi.md`).
+//!
+//! Everything the VMM owns lives below 1 MiB (page tables, GDT, control page,
+//! steal-time records) or just above the guest's usable limit (the per-vCPU
+//! stacks). The guest image is loaded at [`IMAGE_GPA`]; RAM from the end of
+//! the image up to [`GuestLayout::usable_limit`] belongs to the guest alone.
+
+use thiserror::Error;
+
+/// Size of one small page.
+pub const PAGE_SIZE: u64 = 0x1000;
+/// Size of one large page; all guest RAM is identity-mapped with these.
+pub const LARGE_PAGE_SIZE: u64 = 0x20_0000;
+/// One GiB: the span of one page directory.
+const GIB: u64 = 1 << 30;
+/// One MiB.
+const MIB: u64 = 1 << 20;
+
+/// PML4 (one page), loaded into CR3.
+pub const PML4_GPA: u64 = 0x1000;
+/// Page-directory-pointer table (one page).
+pub const PDPT_GPA: u64 = 0x2000;
+/// First of [`MAX_PAGE_DIRECTORIES`] consecutive page directories (2 MiB entries).
+pub const PD_GPA: u64 = 0x3000;
+/// Page directories needed to map [`MAX_MEMORY_SIZE`].
+pub const MAX_PAGE_DIRECTORIES: u64 = 4;
+/// Global descriptor table (null, code, data, 64-bit TSS).
+pub const GDT_GPA: u64 = 0x7000;
+/// The (unused, zero) 64-bit task-state segment the TSS descriptor points at.
+pub const TSS_GPA: u64 = 0x7100;
+/// Size of a 64-bit TSS.
+pub const TSS_SIZE: u64 = 0x68;
+/// The VMM control page, passed to every vCPU in RCX; see [`control`].
+pub const CONTROL_PAGE_GPA: u64 = 0x8000;
+/// First per-vCPU steal-time record (`struct kvm_steal_time`); never shown to the guest.
+pub const STEAL_TIME_GPA: u64 = 0x9000;
+/// Size and alignment of one steal-time record (KVM requires 64-byte alignment).
+pub const STEAL_TIME_RECORD_SIZE: u64 = 64;
+/// Where the flat guest image is loaded; every vCPU starts at its first byte.
+pub const IMAGE_GPA: u64 = 0x10_0000;
+/// Size of each vCPU's private stack.
+pub const STACK_SIZE: u64 = 0x4000;
+/// Start of the in-kernel irqchip MMIO windows (IOAPIC 0xFEC00000, LAPIC
+/// 0xFEE00000): RAM at or above it is never handed to the guest.
+pub const MMIO_HOLE_GPA: u64 = 0xFEC0_0000;
+
+/// Most vCPUs the ABI supports (one steal-time page of records, one MiB of stacks).
+pub const MAX_VCPUS: u32 = 64;
+/// Bytes reserved for stacks just below the usable-limit ceiling, whatever the vCPU count.
+pub const STACK_REGION_SIZE: u64 = MAX_VCPUS as u64 * STACK_SIZE;
+/// Smallest supported guest RAM size.
+pub const MIN_MEMORY_SIZE: u64 = 64 * MIB;
+/// Largest supported guest RAM size.
+pub const MAX_MEMORY_SIZE: u64 = 4 * GIB;
+/// Guest RAM size a VMM should use when the user does not choose one.
+pub const DEFAULT_MEMORY_SIZE: u64 = 64 * MIB;
+
+/// Flat 64-bit code segment selector.
+pub const CODE_SELECTOR: u16 = 0x08;
+/// Flat data segment selector (DS, ES, FS, GS, SS).
+pub const DATA_SELECTOR: u16 = 0x10;
+/// 64-bit TSS selector (TR); the descriptor takes two GDT slots.
+pub const TSS_SELECTOR: u16 = 0x18;
+
+/// Port 0xE9: every byte written is console output of the writing vCPU.
+pub const CONSOLE_PORT: u16 = 0xE9;
+/// Port 0xF4: a 32-bit write ends the writing vCPU (0 = pass, else failure code).
+pub const EXIT_PORT: u16 = 0xF4;
+/// Port 0xF6: a 32-bit write is a bench phase marker the VMM timestamps.
+pub const MARKER_PORT: u16 = 0xF6;
+
+/// Offsets inside the control page at [`CONTROL_PAGE_GPA`] (all `u64`, little endian).
+///
+/// The VMM writes the page; the guest only reads it. Bytes not named here are
+/// reserved and zero.
+pub mod control {
+    /// Set to 1 by the VMM to ask long-running workloads (`storm`, bench targets) to finish.
+    pub const STOP: u64 = 0;
+    /// Number of calls per bench phase.
+    pub const ITERATIONS: u64 = 8;
+    /// Workload parameter (bench: number of running targets).
+    pub const PARAM: u64 = 16;
+    /// GPA of the bench's trap-only stub (`out <trap port>, al; ret`), 0 if none.
+    pub const TRAP_STUB_GPA: u64 = 24;
+    /// Bytes of the page that carry meaning; the rest is reserved.
+    pub const USED_SIZE: u64 = 32;
+}
+
+/// Bench phase markers written to [`MARKER_PORT`] by vCPU 0.
+pub mod marker {
+    /// Written just before the trap-stub loop starts.
+    pub const TRAP_START: u32 = 1;
+    /// Written after the trap-stub loop, just before the hypercall loop starts.
+    pub const HYPERCALL_START: u32 = 2;
+    /// Written after the hypercall loop.
+    pub const HYPERCALL_END: u32 = 3;
+}
+
+// Layout invariants, checked at compile time.
+const _: () = {
+    assert!(TSS_GPA + TSS_SIZE <= GDT_GPA + PAGE_SIZE);
+    assert!(STEAL_TIME_GPA % STEAL_TIME_RECORD_SIZE == 0);
+    assert!(MAX_PAGE_DIRECTORIES * GIB >= MAX_MEMORY_SIZE);
+    assert!(STACK_SIZE % 16 == 0);
+};
+
+/// Errors of the layout rules.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum LayoutError {
+    /// The RAM size is out of range or not a multiple of 2 MiB.
+    #[error("Guest memory size {0:#x} is not a multiple of 2 MiB between 64 MiB and 4 GiB")]
+    MemorySize(u64),
+    /// The vCPU count is 0 or above [`MAX_VCPUS`].
+    #[error("Guest vCPU count {0} is not between 1 and 64")]
+    VcpuCount(u32),
+    /// A vCPU index is not below the vCPU count.
+    #[error("vCPU index {index} is out of range for {count} vCPUs")]
+    VcpuIndex {
+        /// The index asked for.
+        index: u32,
+        /// The layout's vCPU count.
+        count: u32,
+    },
+}
+
+/// The layout of one VM: RAM size and vCPU count, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestLayout {
+    memory_size: u64,
+    vcpu_count: u32,
+}
+
+impl GuestLayout {
+    /// Validates `memory_size` (bytes, 2 MiB multiple, 64 MiB..=4 GiB) and `vcpu_count` (1..=64).
+    pub fn new(memory_size: u64, vcpu_count: u32) -> Result<Self, LayoutError> {
+        if !(MIN_MEMORY_SIZE..=MAX_MEMORY_SIZE).contains(&memory_size)
+            || memory_size % LARGE_PAGE_SIZE != 0
+        {
+            return Err(LayoutError::MemorySize(memory_size));
+        }
+        if vcpu_count == 0 || vcpu_count > MAX_VCPUS {
+            return Err(LayoutError::VcpuCount(vcpu_count));
+        }
+        Ok(Self {
+            memory_size,
+            vcpu_count,
+        })
+    }
+
+    /// Guest RAM size in bytes (one region at GPA 0).
+    pub fn memory_size(&self) -> u64 {
+        self.memory_size
+    }
+
+    /// Number of vCPUs.
+    pub fn vcpu_count(&self) -> u32 {
+        self.vcpu_count
+    }
+
+    /// End of the guest's usable RAM (passed in RDX): the stacks start here.
+    ///
+    /// RAM above `usable_limit + STACK_REGION_SIZE` (only when RAM reaches the
+    /// MMIO hole) is mapped but unused.
+    pub fn usable_limit(&self) -> u64 {
+        self.memory_size.min(MMIO_HOLE_GPA) - STACK_REGION_SIZE
+    }
+
+    /// Largest image that fits between [`IMAGE_GPA`] and the usable limit.
+    pub fn max_image_size(&self) -> u64 {
+        self.usable_limit() - IMAGE_GPA
+    }
+
+    /// Number of page directories that map all RAM.
+    pub fn page_directories(&self) -> u64 {
+        self.memory_size.div_ceil(GIB)
+    }
+
+    /// Initial RSP of vCPU `index`: the top of its 16 KiB stack (16-byte aligned).
+    pub fn stack_top(&self, index: u32) -> Result<u64, LayoutError> {
+        self.check_index(index)?;
+        Ok(self.usable_limit() + (u64::from(index) + 1) * STACK_SIZE)
+    }
+
+    /// GPA of vCPU `index`'s 64-byte steal-time record (for `MSR_KVM_STEAL_TIME`).
+    pub fn steal_time_gpa(&self, index: u32) -> Result<u64, LayoutError> {
+        self.check_index(index)?;
+        Ok(STEAL_TIME_GPA + u64::from(index) * STEAL_TIME_RECORD_SIZE)
+    }
+
+    fn check_index(&self, index: u32) -> Result<(), LayoutError> {
+        if index < self.vcpu_count {
+            Ok(())
+        } else {
+            Err(LayoutError::VcpuIndex {
+                index,
+                count: self.vcpu_count,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_areas_stay_below_the_image_and_do_not_overlap() {
+        let areas = [
+            (PML4_GPA, PAGE_SIZE),
+            (PDPT_GPA, PAGE_SIZE),
+            (PD_GPA, MAX_PAGE_DIRECTORIES * PAGE_SIZE),
+            (GDT_GPA, TSS_GPA - GDT_GPA + TSS_SIZE),
+            (CONTROL_PAGE_GPA, PAGE_SIZE),
+            (
+                STEAL_TIME_GPA,
+                u64::from(MAX_VCPUS) * STEAL_TIME_RECORD_SIZE,
+            ),
+        ];
+        for (i, &(start, len)) in areas.iter().enumerate() {
+            assert!(start + len <= IMAGE_GPA, "area {i} reaches the image");
+            for &(other, other_len) in &areas[i + 1..] {
+                assert!(start + len <= other || other + other_len <= start);
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_bad_sizes_and_counts() {
+        for size in [
+            0,
+            MIN_MEMORY_SIZE - LARGE_PAGE_SIZE,
+            MIN_MEMORY_SIZE + PAGE_SIZE,
+        ] {
+            assert_eq!(
+                GuestLayout::new(size, 1),
+                Err(LayoutError::MemorySize(size))
+            );
+        }
+        let too_big = MAX_MEMORY_SIZE + LARGE_PAGE_SIZE;
+        assert_eq!(
+            GuestLayout::new(too_big, 1),
+            Err(LayoutError::MemorySize(too_big))
+        );
+        assert_eq!(
+            GuestLayout::new(MIN_MEMORY_SIZE, 0),
+            Err(LayoutError::VcpuCount(0))
+        );
+        assert_eq!(
+            GuestLayout::new(MIN_MEMORY_SIZE, 65),
+            Err(LayoutError::VcpuCount(65))
+        );
+        assert!(GuestLayout::new(MIN_MEMORY_SIZE, 64).is_ok());
+        assert!(GuestLayout::new(MAX_MEMORY_SIZE, 1).is_ok());
+    }
+
+    #[test]
+    fn stacks_sit_above_the_usable_limit() {
+        let layout = GuestLayout::new(64 << 20, 4).unwrap();
+        assert_eq!(layout.usable_limit(), 63 << 20);
+        assert_eq!(layout.stack_top(0), Ok((63 << 20) + 0x4000));
+        assert_eq!(layout.stack_top(3), Ok((63 << 20) + 0x10000));
+        assert_eq!(
+            layout.stack_top(4),
+            Err(LayoutError::VcpuIndex { index: 4, count: 4 })
+        );
+        assert_eq!(layout.max_image_size(), (63 << 20) - IMAGE_GPA);
+        assert_eq!(layout.page_directories(), 1);
+        // The last possible stack ends exactly at the end of RAM.
+        let full = GuestLayout::new(64 << 20, 64).unwrap();
+        assert_eq!(full.stack_top(63), Ok(64 << 20));
+    }
+
+    #[test]
+    fn large_memory_keeps_clear_of_the_mmio_hole() {
+        let layout = GuestLayout::new(MAX_MEMORY_SIZE, 64).unwrap();
+        assert_eq!(layout.usable_limit(), MMIO_HOLE_GPA - STACK_REGION_SIZE);
+        assert_eq!(layout.stack_top(63), Ok(MMIO_HOLE_GPA));
+        assert_eq!(layout.page_directories(), 4);
+        let odd = GuestLayout::new(GIB + LARGE_PAGE_SIZE, 1).unwrap();
+        assert_eq!(odd.page_directories(), 2);
+    }
+
+    #[test]
+    fn steal_time_records_are_aligned_and_distinct() {
+        let layout = GuestLayout::new(MIN_MEMORY_SIZE, 64).unwrap();
+        assert_eq!(layout.steal_time_gpa(0), Ok(0x9000));
+        assert_eq!(layout.steal_time_gpa(1), Ok(0x9040));
+        assert_eq!(layout.steal_time_gpa(63), Ok(0x9FC0));
+        assert!(layout.steal_time_gpa(64).is_err());
+    }
+}
