@@ -69,6 +69,7 @@ pub fn probe_report(config: &HypervFlushConfig, host: HostFacts) -> ProbeReport 
 /// Probes /dev/kvm (preferred) and /dev/mshv and reports what `config`
 /// would get. Never fails: an unusable device is a note in the report.
 pub fn probe_host(config: &HypervFlushConfig) -> ProbeReport {
+    #[cfg_attr(not(any(feature = "kvm", feature = "mshv")), allow(unused_mut))]
     let mut notes = Vec::new();
     #[cfg(feature = "kvm")]
     match crate::kvm::probe::probe_kvm() {
