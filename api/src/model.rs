@@ -69,6 +69,17 @@ pub enum ServicePath {
     None,
 }
 
+impl ServicePath {
+    /// Lowercase name for human output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Offload => "offload",
+            Self::Userspace => "userspace",
+            Self::None => "none",
+        }
+    }
+}
+
 /// The state of one feature.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeatureState {

@@ -341,6 +341,21 @@ fn vm_config_file() {
 }
 
 #[test]
+fn documented_file_error() {
+    // The example of docs/api.md, word for word.
+    let text = "{\n  \"cpus\": {\"boot_vcpus\": 4},\n  \"hyperv_flush\": {\n    \"mode\": \"Fast\"\n  }\n}\n";
+    assert_eq!(
+        file_err(text).join(": "),
+        "Invalid `hyperv_flush.mode` in VM config file vm.json: unknown variant `Fast`, expected \
+         one of `Auto`, `Offload`, `Userspace`, `Off` at line 4 column 18"
+    );
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md")).unwrap();
+    assert!(doc.contains(&file_err(text).join(": ")));
+    assert!(doc.contains(text.trim_end()));
+}
+
+#[test]
 fn command_line_overrides_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vm.json");

@@ -133,7 +133,7 @@ fn run(cli: &Cli) -> Result<String, Vec<String>> {
 
 fn format_info(info: &FlushInfo) -> String {
     let mut out = format!(
-        "backend: {}\nmode: {:?}\nconfig: {}\n",
+        "backend: {}\nmode: {}\nconfig: {}\n",
         info.backend, info.effective_mode, info.config
     );
     if let Some(pending) = &info.pending_config {
@@ -143,16 +143,19 @@ fn format_info(info: &FlushInfo) -> String {
         "{:<16} {:<8} {:<10} {:<10} {:<8} reasons\n",
         "feature", "enabled", "effective", "path", "pending"
     ));
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
     for (feature, state) in &info.features {
-        out.push_str(&format!(
-            "{:<16} {:<8} {:<10} {:<10} {:<8} {}\n",
+        let line = format!(
+            "{:<16} {:<8} {:<10} {:<10} {:<8} {}",
             feature.as_str(),
-            state.enabled,
-            state.effective,
-            format!("{:?}", state.path),
-            state.pending_until_reboot,
+            yes_no(state.enabled),
+            yes_no(state.effective),
+            state.path.as_str(),
+            yes_no(state.pending_until_reboot),
             state.reasons.join("; ")
-        ));
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out.trim_end().to_owned()
 }
