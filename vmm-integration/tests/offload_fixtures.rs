@@ -932,3 +932,56 @@ fn real_probe_on_this_host() {
     assert!(kvm.userspace.pv_tlb_flush && kvm.userspace.steal_time);
     assert!(report.refusal.is_none());
 }
+
+/// The offload setup from a fixture's decision, applied to a real vCPU of
+/// this host: the merged CPUID is what the vCPU ends up with. (The
+/// fixture's kernel is not this host's, so only the CPUID part is real.)
+#[cfg(feature = "kvm")]
+#[test]
+fn offload_setup_sets_the_composed_cpuid_on_a_vcpu() {
+    use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+    use vmm_integration::kvm::offload::{KvmOffload, OffloadError};
+
+    let fx = fixture("linux-5.10-amd-nested");
+    let host = HostFacts::kvm(fx.facts.clone());
+    let d = decide(&HypervFlushConfig::default(), &host).unwrap();
+    let plan = KvmOffload::new(&d, &fx.facts).unwrap();
+    assert!(!plan.evmcs() && !plan.enforce());
+    assert_eq!(
+        plan.leaves(),
+        d.hyperv_leaves(
+            fx.facts.supported_hv_cpuid.as_ref(),
+            &UserspaceOffer::engine(1)
+        )
+        .as_slice()
+    );
+
+    let userspace = decide(
+        &HypervFlushConfig::default(),
+        &HostFacts::kvm(fixture("linux-6.16-intel-no-hyperv").facts),
+    )
+    .unwrap();
+    assert!(matches!(
+        KvmOffload::new(&userspace, &fx.facts),
+        Err(OffloadError::NotOffload)
+    ));
+
+    let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+        eprintln!("skipped: /dev/kvm cannot be opened");
+        return;
+    };
+    let mut cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).unwrap();
+    plan.merge_into(&mut cpuid).unwrap();
+    let vm = kvm.create_vm().unwrap();
+    let vcpu = vm.create_vcpu(0).unwrap();
+    plan.setup_vcpu(&vcpu, &cpuid).unwrap();
+    let got = vcpu.get_cpuid2(KVM_MAX_CPUID_ENTRIES).unwrap();
+    for leaf in plan.leaves() {
+        let e = got
+            .as_slice()
+            .iter()
+            .find(|e| e.function == leaf.function)
+            .unwrap_or_else(|| panic!("leaf {:#x} set", leaf.function));
+        assert_eq!(HvLeaf::from(e), *leaf);
+    }
+}
