@@ -7,7 +7,12 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use hvflush_api::config::{FlushMode, HypervFlushConfig};
-use hvflush_api::events::{Event, EventKind, EventMonitor, FlushStats, MonitorOptions};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hvflush_api::events::{
+    Event, EventKind, EventMonitor, FlushStats, MonitorOptions, SummaryTicker,
+};
 use hvflush_api::model::{CountersReport, FlushCall, FlushPath, HypercallInput, Level};
 use hvflush_api::option::EventMonitorConfig;
 use serde_json::Value;
@@ -285,4 +290,40 @@ fn bad_fds_are_refused() {
         err.to_string(),
         "Cannot open event monitor file /nonexistent-dir/e.json"
     );
+}
+
+#[test]
+fn summaries_count_since_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e");
+    let file = std::fs::File::create(&path).unwrap();
+    let monitor = Arc::new(EventMonitor::from_file(file, MonitorOptions::default()).unwrap());
+    let kicks = Arc::new(AtomicU64::new(0));
+    let source = kicks.clone();
+    // An hour-long interval: only summary_now() and stop() emit here.
+    let ticker = SummaryTicker::start(monitor.clone(), Duration::from_secs(3600), move || {
+        let mut c = CountersReport {
+            kicks: source.load(Ordering::SeqCst),
+            ..Default::default()
+        };
+        c.add_hypercalls(FlushPath::ALL[0], HypercallInput::Memory, c.kicks * 2);
+        c
+    })
+    .unwrap();
+    kicks.store(5, Ordering::SeqCst);
+    ticker.summary_now();
+    kicks.store(12, Ordering::SeqCst);
+    let totals = ticker.stop();
+    assert_eq!((totals.kicks, totals.hypercalls), (12, 24));
+    monitor.shutdown(Event::shutdown(&totals)).unwrap();
+    let events = parse_events(&std::fs::read_to_string(&path).unwrap());
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["flush-summary", "flush-summary", "shutdown"]);
+    assert_eq!(props(&events[0])["kicks"], "5");
+    assert_eq!(props(&events[1])["kicks"], "7");
+    assert_eq!(props(&events[1])["hypercalls"], "14");
+    assert_eq!(props(&events[2])["kicks"], "12");
 }

@@ -9,6 +9,7 @@
 
 mod event;
 mod rate_limit;
+mod summary;
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -24,6 +25,7 @@ use serde::Serialize;
 
 pub use event::{EVENT_SOURCE, Event, EventKind, FlushStats, Properties};
 pub use rate_limit::RateLimiter;
+pub use summary::SummaryTicker;
 
 use crate::option::{Endpoint, EventMonitorConfig};
 
