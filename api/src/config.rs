@@ -200,7 +200,7 @@ pub fn free_port_ranges() -> String {
     let mut ranges: Vec<String> = Vec::new();
     let mut start: Option<u16> = None;
     for port in 0..=MAX_HYPERCALL_PORT + 1 {
-        let free = port <= MAX_HYPERCALL_PORT && validate_port_quietly(port);
+        let free = port <= MAX_HYPERCALL_PORT && is_free_port(port);
         match (free, start) {
             (true, None) => start = Some(port),
             (false, Some(s)) => {
@@ -218,7 +218,7 @@ pub fn free_port_ranges() -> String {
     ranges.join(", ")
 }
 
-fn validate_port_quietly(port: u16) -> bool {
+fn is_free_port(port: u16) -> bool {
     !RESERVED_PORTS
         .iter()
         .any(|(lo, hi, _)| (*lo..=*hi).contains(&port))

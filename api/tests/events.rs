@@ -327,3 +327,33 @@ fn summaries_count_since_the_previous_one() {
     assert_eq!(props(&events[1])["hypercalls"], "14");
     assert_eq!(props(&events[2])["kicks"], "12");
 }
+
+#[test]
+fn shutdown_gives_up_on_a_reader_that_never_reads() {
+    use std::io::Write;
+    let (reader, mut writer) = UnixStream::pair().unwrap();
+    // Fill the socket buffer first, so the monitor's first write blocks.
+    writer.set_nonblocking(true).unwrap();
+    while writer.write(&[0u8; 4096]).is_ok() {}
+    writer.set_nonblocking(false).unwrap();
+    let config = EventMonitorConfig::parse(&format!("fd={}", writer.into_raw_fd())).unwrap();
+    let options = MonitorOptions {
+        queue_capacity: 2,
+        ..MonitorOptions::default()
+    };
+    let monitor = EventMonitor::open(&config, options).unwrap();
+    // One event blocks the writer, two fill the queue, the rest are dropped.
+    let queued = (0..10)
+        .filter(|_| monitor.emit(Event::synthetic_vmexit(0, 1)))
+        .count();
+    assert!(queued <= 3, "{queued}");
+    let err = monitor
+        .shutdown(Event::shutdown(&FlushStats::default()))
+        .unwrap_err();
+    assert!(
+        matches!(err, hvflush_api::events::EventMonitorError::Timeout(_)),
+        "{err}"
+    );
+    assert_eq!(monitor.dropped_total(), 10 - queued as u64);
+    drop(reader);
+}

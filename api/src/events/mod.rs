@@ -16,7 +16,7 @@ use std::io::{self, Write};
 use std::mem::ManuallyDrop;
 use std::os::fd::{FromRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -59,6 +59,9 @@ pub enum EventMonitorError {
     /// The writer thread is gone (after shutdown, or it panicked).
     #[error("Event monitor is stopped")]
     Stopped,
+    /// The writer did not catch up in time (a reader that does not read).
+    #[error("Event monitor did not drain within {0:?}")]
+    Timeout(Duration),
     /// Writing or syncing the file failed.
     #[error("Cannot write the event file")]
     Write(#[source] io::Error),
@@ -106,6 +109,8 @@ impl Counters {
 }
 
 /// A running event monitor. Share it with `Arc`; every method takes `&self`.
+/// Dropping it without [`shutdown`](Self::shutdown) lets the writer thread
+/// drain the queue and end on its own, unwaited.
 pub struct EventMonitor {
     start: Instant,
     tx: SyncSender<Message>,
@@ -187,53 +192,68 @@ impl EventMonitor {
     }
 
     /// Waits until every event queued before this call is written and the
-    /// file synced. Blocks: not for vCPU threads.
+    /// file synced, for at most [`DRAIN_TIMEOUT`]. Blocks: not for vCPU
+    /// threads.
     pub fn flush(&self) -> Result<(), EventMonitorError> {
+        self.flush_by(Instant::now() + DRAIN_TIMEOUT)
+    }
+
+    fn flush_by(&self, deadline: Instant) -> Result<(), EventMonitorError> {
         let (ack, done) = sync_channel(1);
-        self.tx
-            .send(Message::Flush(ack))
-            .map_err(|_| EventMonitorError::Stopped)?;
-        done.recv().map_err(|_| EventMonitorError::Stopped)?
+        self.send_by(Message::Flush(ack), deadline)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match done.recv_timeout(left) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => Err(EventMonitorError::Timeout(DRAIN_TIMEOUT)),
+            Err(RecvTimeoutError::Disconnected) => Err(EventMonitorError::Stopped),
+        }
+    }
+
+    /// Queues `message`, waiting for room until `deadline`.
+    fn send_by(&self, mut message: Message, deadline: Instant) -> Result<(), EventMonitorError> {
+        loop {
+            match self.tx.try_send(message) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Disconnected(_)) => return Err(EventMonitorError::Stopped),
+                Err(TrySendError::Full(m)) => {
+                    if Instant::now() >= deadline {
+                        return Err(EventMonitorError::Timeout(DRAIN_TIMEOUT));
+                    }
+                    message = m;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
     }
 
     /// Writes `final_event` (normally [`Event::shutdown`]), drains the
-    /// queue, syncs the file and stops the writer thread. Later `emit`s
-    /// are counted as dropped. Blocks.
+    /// queue, syncs the file and stops the writer thread, within
+    /// [`DRAIN_TIMEOUT`] (a writer stuck on a reader that never reads is
+    /// left behind). Later `emit`s are counted as dropped. Blocks.
     pub fn shutdown(&self, final_event: Event) -> Result<(), EventMonitorError> {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
         let elapsed = self.start.elapsed();
-        let sent = self.tx.send(Message::Event(elapsed, final_event)).is_ok();
-        let flushed = self.flush();
-        // The thread may have stopped already; then there is nothing to stop.
-        let _ = self.tx.send(Message::Stop);
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(thread) = thread {
-            let _ = thread.join();
+        self.send_by(Message::Event(elapsed, final_event), deadline)?;
+        self.flush_by(deadline)?;
+        // The queue is empty now, so Stop fits unless another thread raced
+        // an event in; then the writer stops when the monitor is dropped.
+        if self.tx.try_send(Message::Stop).is_ok() {
+            let thread = self
+                .thread
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+            if let Some(thread) = thread {
+                // A panic on the writer thread has been reported already.
+                let _ = thread.join();
+            }
         }
-        if !sent {
-            return Err(EventMonitorError::Stopped);
-        }
-        flushed
+        Ok(())
     }
 }
 
-impl Drop for EventMonitor {
-    fn drop(&mut self) {
-        // Stop the writer without a final event; it drains what is queued.
-        let _ = self.tx.send(Message::Stop);
-        let thread = self
-            .thread
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(thread) = thread {
-            let _ = thread.join();
-        }
-    }
-}
+/// Longest `flush()`/`shutdown()` wait for the writer.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn adopt_fd(fd: RawFd) -> Result<File, EventMonitorError> {
     // SAFETY: F_GETFL only reads the fd's flags; it fails with EBADF for a

@@ -77,6 +77,9 @@ pub enum ApiServerError {
     /// The tokio runtime could not be built.
     #[error("Cannot create the API runtime")]
     Runtime(#[source] std::io::Error),
+    /// The socket could not be registered with the runtime.
+    #[error("Cannot register the API socket with the runtime")]
+    Register(#[source] std::io::Error),
     /// The thread could not be spawned.
     #[error("Cannot spawn the API thread")]
     Thread(#[source] std::io::Error),
@@ -126,17 +129,15 @@ impl ApiServer {
             .enable_time()
             .build()
             .map_err(|e| cleanup(ApiServerError::Runtime(e)))?;
+        let listener = {
+            let _context = runtime.enter();
+            tokio::net::UnixListener::from_std(std_listener)
+                .map_err(|e| cleanup(ApiServerError::Register(e)))?
+        };
         let (stop, stop_rx) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("hvflush-api".to_owned())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    match tokio::net::UnixListener::from_std(std_listener) {
-                        Ok(l) => serve(l, service, limits, stop_rx).await,
-                        Err(e) => eprintln!("hvflush-api: cannot register API socket: {e}"),
-                    }
-                });
-            })
+            .spawn(move || runtime.block_on(serve(listener, service, limits, stop_rx)))
             .map_err(|e| cleanup(ApiServerError::Thread(e)))?;
         Ok(Self {
             stop,
