@@ -227,7 +227,8 @@ fn decide_kvm(config: &HypervFlushConfig, kvm: &KvmFacts) -> Result<Decision, Re
         (FlushMode::Auto, Some(offload), Some(userspace)) => {
             return Err(Refusal::NoPath { offload, userspace });
         }
-        (FlushMode::Off, ..) => unreachable_off(),
+        // `decide` answers mode=off before asking the backend.
+        (FlushMode::Off, ..) => FlushPath::Off,
     };
     let report = kvm.supported_hv_cpuid.clone().unwrap_or_default();
     let mut request = empty_request(config);
@@ -311,11 +312,6 @@ fn finish(
         l2,
         request,
     })
-}
-
-fn unreachable_off() -> FlushPath {
-    // `decide` returns before the backends for mode=off.
-    FlushPath::Off
 }
 
 const EX_MISSING: &str = "the kernel does not report Ex processor masks (0x40000004 EAX bit 11); guests use them only with VP index 64 or higher";

@@ -985,3 +985,46 @@ fn offload_setup_sets_the_composed_cpuid_on_a_vcpu() {
         assert_eq!(HvLeaf::from(e), *leaf);
     }
 }
+
+/// With L2 offered, merging refuses a VMM table that hides VMX/SVM.
+#[cfg(feature = "kvm")]
+#[test]
+fn offload_merge_requires_nested_bit_for_l2() {
+    use kvm_bindings::{CpuId, kvm_cpuid_entry2};
+    use vmm_integration::kvm::offload::{KvmOffload, OffloadError};
+
+    for (name, function, bit, label) in [
+        ("linux-6.16-intel-nested", 1u32, 1u32 << 5, "VMX"),
+        ("linux-6.16-amd-nested", 0x8000_0001, 1 << 2, "SVM"),
+    ] {
+        let fx = fixture(name);
+        let d = decide(
+            &HypervFlushConfig::default(),
+            &HostFacts::kvm(fx.facts.clone()),
+        )
+        .unwrap();
+        assert!(d.l2.available, "{name}");
+        let plan = KvmOffload::new(&d, &fx.facts).unwrap();
+        let entry = |ecx| kvm_cpuid_entry2 {
+            function,
+            ecx,
+            ..Default::default()
+        };
+        let mut hidden = CpuId::from_entries(&[entry(0)]).unwrap();
+        let err = plan.merge_into(&mut hidden).unwrap_err();
+        assert!(
+            matches!(err, OffloadError::NestedHidden(l) if l == label),
+            "{name}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "L2 direct flush is offered but the VMM's CPUID does not show {label} to the guest"
+            )
+        );
+        let mut shown = CpuId::from_entries(&[entry(bit)]).unwrap();
+        plan.merge_into(&mut shown).unwrap();
+        assert_eq!(plan.evmcs(), label == "VMX", "{name}");
+        assert!(plan.enforce());
+    }
+}

@@ -53,24 +53,42 @@ pub fn probe_mshv() -> Result<MshvFacts, ProbeError> {
     })
 }
 
-/// The host CPU vendor from CPUID.0 (the root partition sees the real one).
+/// The host CPU vendor, from /proc/cpuinfo (the root partition sees the
+/// real one).
 fn host_vendor() -> CpuVendor {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let r = std::arch::x86_64::__cpuid(0);
-        let mut sig = [0u8; 12];
-        sig[0..4].copy_from_slice(&r.ebx.to_le_bytes());
-        sig[4..8].copy_from_slice(&r.edx.to_le_bytes());
-        sig[8..12].copy_from_slice(&r.ecx.to_le_bytes());
-        CpuVendor::from_signature(&sig)
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    vendor_from_cpuinfo(&text)
+}
+
+fn vendor_from_cpuinfo(text: &str) -> CpuVendor {
+    let vendor = text
+        .lines()
+        .find_map(|l| l.strip_prefix("vendor_id"))
+        .and_then(|rest| rest.split(':').nth(1))
+        .map(str::trim)
+        .unwrap_or("");
+    let mut sig = [0u8; 12];
+    if vendor.len() == 12 {
+        sig.copy_from_slice(vendor.as_bytes());
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    CpuVendor::Other
+    CpuVendor::from_signature(&sig)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vendor_from_cpuinfo_lines() {
+        let intel = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n";
+        assert_eq!(vendor_from_cpuinfo(intel), CpuVendor::Intel);
+        assert_eq!(
+            vendor_from_cpuinfo("vendor_id : AuthenticAMD\n"),
+            CpuVendor::Amd
+        );
+        assert_eq!(vendor_from_cpuinfo("vendor_id : Other\n"), CpuVendor::Other);
+        assert_eq!(vendor_from_cpuinfo(""), CpuVendor::Other);
+    }
 
     #[test]
     fn probe_reports_absence_or_facts() {
