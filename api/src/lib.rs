@@ -5,6 +5,7 @@ pub mod client;
 pub mod config;
 pub mod config_file;
 pub mod events;
+pub mod hypercall_port;
 pub mod model;
 pub mod option;
 pub mod server;

@@ -150,7 +150,7 @@ impl HypervFlushUpdate {
                 _ => {
                     let allowed = format!(
                         "a free port in 0x00-0xff: {}",
-                        crate::config::free_port_ranges()
+                        crate::hypercall_port::free_port_ranges()
                     );
                     update.hypercall_port = Some(parse_number::<u16>(&key, v, &allowed)?);
                 }

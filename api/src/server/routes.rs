@@ -38,19 +38,17 @@ enum RequestError {
     #[error("Timed out reading request body")]
     BodyTimeout,
     #[error("Invalid request body")]
-    BadJson(#[source] JsonError),
+    BadJson(#[source] serde_json::Error),
+    #[error("Invalid `{field}` in request body")]
+    BadField {
+        field: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("Invalid hyperv_flush update")]
     InvalidUpdate(#[source] ConfigError),
     #[error(transparent)]
     Update(UpdateError),
-}
-
-/// A serde_json error with the path of the offending field.
-#[derive(Debug, thiserror::Error)]
-#[error("{}{inner}", if field.is_empty() { String::new() } else { format!("`{field}`: ") })]
-struct JsonError {
-    field: String,
-    inner: serde_json::Error,
 }
 
 impl RequestError {
@@ -59,9 +57,11 @@ impl RequestError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyRead(_) | Self::BodyTimeout | Self::BadJson(_) | Self::InvalidUpdate(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::BodyRead(_)
+            | Self::BodyTimeout
+            | Self::BadJson(_)
+            | Self::BadField { .. }
+            | Self::InvalidUpdate(_) => StatusCode::BAD_REQUEST,
             Self::Update(UpdateError::Invalid { .. }) => StatusCode::BAD_REQUEST,
             Self::Update(UpdateError::NotPossible { .. }) => StatusCode::CONFLICT,
         }
@@ -191,17 +191,16 @@ async fn read_update(
     };
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     let update: HypervFlushUpdate = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-        let field = e.path().to_string();
-        RequestError::BadJson(JsonError {
-            field: if field == "." { String::new() } else { field },
-            inner: e.into_inner(),
-        })
+        // "." is serde_path_to_error's name for the document itself, "?"
+        // for a key that did not parse.
+        match e.path().to_string() {
+            field if field == "." || field == "?" => RequestError::BadJson(e.into_inner()),
+            field => RequestError::BadField {
+                field: truncate(&field),
+                source: e.into_inner(),
+            },
+        }
     })?;
-    de.end().map_err(|inner| {
-        RequestError::BadJson(JsonError {
-            field: String::new(),
-            inner,
-        })
-    })?;
+    de.end().map_err(RequestError::BadJson)?;
     Ok(update)
 }

@@ -343,7 +343,7 @@ pub fn table() -> Vec<Case> {
             "truncated json",
             request("PUT", "/api/v1/vm.hyperv-flush", br#"{"l1": tr"#),
             400,
-            &["Invalid request body", "`l1`"],
+            &["Invalid `l1` in request body", "EOF while parsing"],
         ),
         case(
             "empty body",
