@@ -191,6 +191,24 @@ mod tests {
     }
 
     #[test]
+    fn live_instance_counts_nothing_and_is_removed() {
+        // SAFETY: gettid has no preconditions.
+        let tid = u32::try_from(unsafe { libc::gettid() }).unwrap();
+        let name = format!("hvflush-test-{}", std::process::id());
+        let trace = match HvFlushTrace::start(&name, &[tid]) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+        };
+        assert_eq!(trace.counts().unwrap(), HvFlushCounts::default());
+        let dir = trace.instance.clone();
+        drop(trace);
+        assert!(!dir.exists(), "instance removed");
+    }
+
+    #[test]
     fn absent_tracefs_is_unavailable() {
         let dir = std::env::temp_dir().join(format!("hvflush-notracefs-{}", std::process::id()));
         let r = HvFlushTrace::start_in(&dir.join("missing"), "x", &[1]);
