@@ -58,7 +58,7 @@ pub const DEFAULT_HYPERCALL_PORT: u16 = 0x99;
 pub struct HypervFlushConfig {
     /// Offload, userspace, automatic choice, or off.
     pub mode: FlushMode,
-    /// Serve L1 flush hypercalls (HvFlushVirtualAddressSpace/List[Ex]).
+    /// Serve L1 flush hypercalls (HvFlushVirtualAddressSpace/List and their Ex forms).
     pub l1: bool,
     /// L2 Direct Virtual Flush.
     pub l2: L2Mode,
