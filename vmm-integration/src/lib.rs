@@ -9,3 +9,5 @@ pub mod guest;
 pub mod kvm;
 #[cfg(feature = "mshv")]
 pub mod mshv;
+#[cfg(feature = "kvm")]
+pub mod vmm;

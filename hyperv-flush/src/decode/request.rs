@@ -264,7 +264,9 @@ where
         }
         InputStream::fast(regs.input(), regs.output(), regs.xmm())
     } else {
-        let len = 24 + 8 * (var_header as u64) + 8 * u64::from(rep_count);
+        // hv_tlb_flush is 24 bytes; hv_tlb_flush_ex's fixed part is 32.
+        let fixed = if call.is_ex() { 32 } else { 24 };
+        let len = fixed + 8 * (var_header as u64) + 8 * u64::from(rep_count);
         InputStream::memory(mem, regs.input(), len)?
     };
 

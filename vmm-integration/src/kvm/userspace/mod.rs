@@ -25,7 +25,7 @@ use thiserror::Error;
 use vm_memory::GuestMemoryBackend;
 
 pub use kicker::{KvmKicker, VcpuKickers, install_kick_signal_handler};
-pub use msrs::{HypervMsrs, MSR_KVM_STEAL_TIME, MsrOutcome};
+pub use msrs::{HypervMsrs, MSR_KVM_STEAL_TIME, MsrOutcome, hypercall_stub};
 pub use regs::KvmHypercallRegs;
 pub use steal_time::{KVM_VCPU_FLUSH_TLB, KVM_VCPU_PREEMPTED, StealTimeError, StealTimeRecord};
 pub use vm_setup::{VmSetupError, setup_msr_exits};

@@ -16,7 +16,7 @@ pub const MSR_KVM_STEAL_TIME: u32 = 0x4b56_4d03;
 /// traps to the VMM (KVM_EXIT_IO) without clobbering any register but
 /// RAX/flags, so RCX/RDX/R8 and XMM reach the VMM as the guest set them.
 /// Encoding: Intel SDM Vol. 2B "OUT" (E6 ib) and "RET" (C3).
-fn hypercall_stub(port: u8) -> [u8; 3] {
+pub fn hypercall_stub(port: u8) -> [u8; 3] {
     const OUT_IMM8_AL: u8 = 0xe6;
     const RET_NEAR: u8 = 0xc3;
     [OUT_IMM8_AL, port, RET_NEAR]

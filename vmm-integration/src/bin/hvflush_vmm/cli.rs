@@ -1,0 +1,175 @@
+//! Command-line interface of `hvflush-vmm run` and `probe`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use hvflush_api::config::HypervFlushConfig;
+use hvflush_api::config_file::merge_config;
+use vmm_integration::decision::{probe_host, render_probe_human};
+use vmm_integration::guest::Workload;
+use vmm_integration::vmm::{GuestProgram, Machine, RunOptions};
+
+/// Hyper-V TLB-flush enlightenments on KVM: the reference VMM.
+#[derive(Parser, Debug)]
+#[command(name = "hvflush-vmm", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Boot a workload or guest image and serve its flush hypercalls.
+    Run(RunArgs),
+    /// Report the host's capabilities and what mode=auto would choose.
+    Probe(ProbeArgs),
+    /// Measure the flush path against a bare trap (writes JSON).
+    Bench(crate::hvflush_vmm::bench::BenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FlushArgs {
+    /// Hyper-V flush options, e.g. mode=auto,l1=on,l2=auto,ex_masks=on,
+    /// xmm_input=on,extended_ranges=on,vendor=microsoft,hypercall_port=0x99.
+    #[arg(long = "hyperv-flush", value_name = "OPTIONS", help = HypervFlushConfig::SYNTAX)]
+    pub hyperv_flush: Option<String>,
+    /// VM config JSON file; its "hyperv_flush" section is read, and
+    /// --hyperv-flush keys override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl FlushArgs {
+    pub fn config(&self) -> Result<HypervFlushConfig, String> {
+        merge_config(self.config.as_deref(), self.hyperv_flush.as_deref())
+            .map_err(|e| error_chain(&e))
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Number of vCPUs (1-64).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub vcpus: u32,
+    /// Guest RAM in MiB (64-4096).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(64..=4096))]
+    pub memory: u64,
+    #[command(flatten)]
+    pub flush: FlushArgs,
+    /// Built-in workload.
+    #[arg(long, default_value = "smoke", conflicts_with = "guest_image")]
+    pub workload: Workload,
+    /// A flat guest binary following docs/guest-abi.md, instead of a workload.
+    #[arg(long, value_name = "FILE")]
+    pub guest_image: Option<PathBuf>,
+    /// Ask the guest to stop after this many seconds (storm).
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub duration: u64,
+    /// Fail the run if it has not ended after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub timeout: u64,
+    /// VP index = vCPU index × K (exercises sets across banks).
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub vp_index_stride: u32,
+    /// Print one JSON object instead of the summary table.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not echo the guest console to stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl RunArgs {
+    pub fn options(&self) -> Result<RunOptions, String> {
+        let program = match &self.guest_image {
+            Some(path) => GuestProgram::Image(path.clone()),
+            None => GuestProgram::Builtin(self.workload),
+        };
+        let storm = matches!(program, GuestProgram::Builtin(Workload::Storm));
+        Ok(RunOptions {
+            vcpus: self.vcpus,
+            memory_mib: self.memory,
+            flush: self.flush.config()?,
+            program,
+            duration: storm.then(|| Duration::from_secs(self.duration)),
+            timeout: Duration::from_secs(self.timeout),
+            vp_index_stride: self.vp_index_stride,
+            iterations: 0,
+            param: 0,
+            echo_console: !self.quiet,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    #[command(flatten)]
+    pub flush: FlushArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Set by SIGINT/SIGTERM; the run loop stops the vCPUs when it sees it.
+static TERMINATE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_terminate(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    TERMINATE.store(true, SeqCst);
+}
+
+pub fn install_termination_handlers() -> Result<(), String> {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        vmm_sys_util::signal::register_signal_handler(signal, on_terminate)
+            .map_err(|e| format!("cannot install the handler for signal {signal}: {e}"))?;
+    }
+    Ok(())
+}
+
+pub fn termination_flag() -> &'static AtomicBool {
+    &TERMINATE
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode, String> {
+    let options = args.options()?;
+    install_termination_handlers()?;
+    let machine = Machine::create(&options).map_err(|e| error_chain(&e))?;
+    let report = machine
+        .run_until(termination_flag())
+        .map_err(|e| error_chain(&e))?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_table());
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub fn probe(args: ProbeArgs) -> Result<ExitCode, String> {
+    let report = probe_host(&args.flush.config()?);
+    if args.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{}", render_probe_human(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

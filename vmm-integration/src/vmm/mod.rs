@@ -1,0 +1,20 @@
+//! The reference VMM behind `hvflush-vmm`: a minimal KVM VM that runs a
+//! flat guest image on N vCPUs and serves the Hyper-V flush hypercalls
+//! through the public integration surface only (`kvm::userspace`,
+//! `kvm::offload`, `decision`, `cpuid`). Other VMMs copy from here.
+
+mod console;
+mod machine;
+mod options;
+mod report;
+mod vcpu_thread;
+
+pub use machine::{Machine, MachineError};
+pub use options::{GuestProgram, RunOptions};
+pub use report::{Marker, RunReport, VcpuOutcome};
+pub use vcpu_thread::BENCH_TRAP_PORT;
+
+/// Builds the VM described by `options`, runs it to completion and reports.
+pub fn run(options: &RunOptions) -> Result<RunReport, MachineError> {
+    Machine::create(options)?.run()
+}

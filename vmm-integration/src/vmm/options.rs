@@ -1,0 +1,59 @@
+//! What to run: the options of `hvflush-vmm run` as a plain struct.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hvflush_api::config::HypervFlushConfig;
+
+use crate::guest::Workload;
+
+/// The guest program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GuestProgram {
+    /// A built-in workload.
+    Builtin(Workload),
+    /// A flat binary following `docs/guest-abi.md`.
+    Image(PathBuf),
+}
+
+/// Everything a run needs.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// vCPUs (1..=64).
+    pub vcpus: u32,
+    /// Guest RAM in MiB.
+    pub memory_mib: u64,
+    /// The flush configuration.
+    pub flush: HypervFlushConfig,
+    /// The guest program.
+    pub program: GuestProgram,
+    /// After this long, ask the guest to stop (control page `stop`).
+    pub duration: Option<Duration>,
+    /// Fail the run if it has not ended after this long.
+    pub timeout: Duration,
+    /// VP index = vCPU index × stride.
+    pub vp_index_stride: u32,
+    /// Bench: calls per phase (control page `iterations`).
+    pub iterations: u64,
+    /// Bench: workload parameter (control page `param`).
+    pub param: u64,
+    /// Echo guest console output to stderr.
+    pub echo_console: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            vcpus: 2,
+            memory_mib: 64,
+            flush: HypervFlushConfig::default(),
+            program: GuestProgram::Builtin(Workload::Smoke),
+            duration: None,
+            timeout: Duration::from_secs(120),
+            vp_index_stride: 1,
+            iterations: 0,
+            param: 0,
+            echo_console: true,
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! One vCPU thread of the reference VMM: the loop a VMM writes around
+//! `KVM_RUN`, with the flush hooks in their places.
+
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::console::Console;
+use super::report::{Marker, VcpuOutcome};
+use crate::guest::BootError;
+use crate::guest::layout::{CONSOLE_PORT, EXIT_PORT, MARKER_PORT};
+use crate::kvm::userspace::{
+    ExitHandled, KvmHypercallRegs, KvmUserspaceFlush, KvmVcpuFlush, VcpuKickers, hypercall_stub,
+};
+
+/// Port of the bench's trap-only stub: the same `out imm8, al; ret` as the
+/// hypercall page, so the two round trips differ only in what the VMM does.
+pub const BENCH_TRAP_PORT: u8 = 0x9a;
+/// Where the VMM puts the trap-only stub (VMM-owned, below 1 MiB).
+const BENCH_TRAP_STUB_GPA: u64 = 0xa000;
+
+/// Writes the bench's trap stub; returns its GPA for the control page.
+pub(crate) fn install_bench_trap_stub(mem: &GuestMemoryMmap) -> Result<u64, BootError> {
+    mem.write_slice(
+        &hypercall_stub(BENCH_TRAP_PORT),
+        GuestAddress(BENCH_TRAP_STUB_GPA),
+    )
+    .map_err(|source| BootError::WriteMemory {
+        what: "bench trap stub",
+        source,
+    })?;
+    Ok(BENCH_TRAP_STUB_GPA)
+}
+
+pub(crate) struct VcpuThread {
+    pub(crate) index: usize,
+    pub(crate) vcpu: VcpuFd,
+    pub(crate) flush: Option<Arc<KvmUserspaceFlush<GuestMemoryMmap>>>,
+    pub(crate) kickers: Arc<VcpuKickers>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) markers: Arc<Mutex<Vec<Marker>>>,
+    pub(crate) start: Instant,
+    pub(crate) echo: bool,
+    pub(crate) steal_time_gpa: u64,
+}
+
+/// An exit, copied out of `kvm_run` so the vCPU can be borrowed again.
+enum Pending {
+    Nothing,
+    IoOut(u16, [u8; 8], usize),
+    End(VcpuOutcome),
+}
+
+impl VcpuThread {
+    /// Runs the vCPU until the guest ends it, the VMM stops it, or an
+    /// unexpected exit. Returns the outcome and the last console lines.
+    pub(crate) fn run(mut self) -> (VcpuOutcome, Vec<String>) {
+        let mut console = Console::default();
+        let mut hooks = match self.register() {
+            Ok(h) => h,
+            Err(e) => return (VcpuOutcome::Error(e), Vec::new()),
+        };
+        let outcome = loop {
+            match self.step(&mut hooks, &mut console) {
+                Pending::End(outcome) => break outcome,
+                Pending::Nothing | Pending::IoOut(..) => {}
+            }
+        };
+        console.flush(self.index, self.echo);
+        // Unregister (and mark stopped) before the VcpuFd goes away.
+        match hooks {
+            Some(h) => drop(h),
+            None => self.kickers.unregister(self.index),
+        }
+        (outcome, std::mem::take(&mut console.lines))
+    }
+
+    fn register(&mut self) -> Result<Option<KvmVcpuFlush<GuestMemoryMmap>>, String> {
+        match &self.flush {
+            Some(flush) => flush
+                .setup_vcpu(&mut self.vcpu, self.index, self.steal_time_gpa)
+                .map(Some)
+                .map_err(|e| error_chain(&e)),
+            None => {
+                let immediate_exit = &raw mut self.vcpu.get_kvm_run().immediate_exit;
+                // SAFETY: points into this vCPU's kvm_run mapping, which lives
+                // as long as `self.vcpu`; `run` unregisters before returning.
+                unsafe { self.kickers.register(self.index, immediate_exit, None) };
+                Ok(None)
+            }
+        }
+    }
+
+    fn step(
+        &mut self,
+        hooks: &mut Option<KvmVcpuFlush<GuestMemoryMmap>>,
+        console: &mut Console,
+    ) -> Pending {
+        match hooks {
+            Some(h) => {
+                if let Err(e) = h.before_entry() {
+                    return Pending::End(VcpuOutcome::Error(error_chain(&e)));
+                }
+            }
+            None => self.kickers.clear_immediate_exit(self.index),
+        }
+        // Checked after clearing the kick flag: a stop kick is never lost.
+        if self.stop.load(SeqCst) {
+            if let Some(h) = hooks {
+                h.after_exit();
+            }
+            return Pending::End(VcpuOutcome::Stopped);
+        }
+        let result = self.vcpu.run();
+        if let Some(h) = hooks.as_mut() {
+            h.after_exit();
+        }
+        let pending = match result {
+            Ok(VcpuExit::IoOut(port, data)) => {
+                let mut buf = [0u8; 8];
+                let len = data.len().min(8);
+                buf[..len].copy_from_slice(&data[..len]);
+                Pending::IoOut(port, buf, len)
+            }
+            Ok(VcpuExit::X86Rdmsr(mut exit)) => {
+                let mine = hooks.as_mut().map(|h| h.handle_rdmsr(&mut exit));
+                if mine != Some(ExitHandled::Handled) {
+                    *exit.error = 1; // #GP: this VMM emulates no other MSR.
+                }
+                Pending::Nothing
+            }
+            Ok(VcpuExit::X86Wrmsr(mut exit)) => {
+                let mine = hooks.as_mut().map(|h| h.handle_wrmsr(&mut exit));
+                if mine != Some(ExitHandled::Handled) {
+                    *exit.error = 1;
+                }
+                Pending::Nothing
+            }
+            Ok(VcpuExit::Shutdown) => Pending::End(VcpuOutcome::Error(
+                "shutdown (triple fault: the guest took an exception)".into(),
+            )),
+            Ok(VcpuExit::InternalError) => Pending::End(VcpuOutcome::Error(
+                "KVM internal error (instruction emulation failed)".into(),
+            )),
+            Ok(other) => Pending::End(VcpuOutcome::Error(format!("unexpected exit {other:?}"))),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Pending::Nothing,
+            Err(e) => Pending::End(VcpuOutcome::Error(format!("KVM_RUN failed: {e}"))),
+        };
+        match pending {
+            Pending::IoOut(port, buf, len) => self.io_out(hooks, console, port, &buf[..len]),
+            other => other,
+        }
+    }
+
+    fn io_out(
+        &mut self,
+        hooks: &mut Option<KvmVcpuFlush<GuestMemoryMmap>>,
+        console: &mut Console,
+        port: u16,
+        data: &[u8],
+    ) -> Pending {
+        let word = || {
+            let mut b = [0u8; 4];
+            b[..data.len().min(4)].copy_from_slice(&data[..data.len().min(4)]);
+            u32::from_le_bytes(b)
+        };
+        match port {
+            CONSOLE_PORT => {
+                data.iter()
+                    .for_each(|b| console.push(self.index, *b, self.echo));
+                Pending::Nothing
+            }
+            EXIT_PORT => Pending::End(match word() {
+                0 => VcpuOutcome::Passed,
+                code => VcpuOutcome::Failed(code),
+            }),
+            MARKER_PORT => {
+                let marker = Marker {
+                    vcpu: self.index,
+                    value: word(),
+                    at: self.start.elapsed(),
+                };
+                self.markers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(marker);
+                Pending::Nothing
+            }
+            p if p == u16::from(BENCH_TRAP_PORT) && hooks.is_some() => {
+                // Exactly the register traffic of a hypercall, minus the engine.
+                if KvmHypercallRegs::read(&self.vcpu).is_ok() {
+                    self.vcpu.sync_regs_mut().regs.rax = 0;
+                    self.vcpu.set_sync_dirty_reg(SyncReg::Register);
+                }
+                Pending::Nothing
+            }
+            _ => match hooks
+                .as_mut()
+                .map(|h| h.handle_io_out(&mut self.vcpu, port, data))
+            {
+                Some(ExitHandled::Handled) => Pending::Nothing,
+                _ => Pending::End(VcpuOutcome::Error(format!(
+                    "unhandled port write {port:#x} ({} bytes)",
+                    data.len()
+                ))),
+            },
+        }
+    }
+}
+
+/// An error and its sources on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
