@@ -3,6 +3,7 @@
 //! per hypercall on the success path; implementations must not block.
 
 use super::counters::{FlushPath, Level};
+use super::vcpu_set::VcpuSet;
 use crate::abi::HvStatus;
 
 /// Receives flush-path events; every method has a no-op default so an
@@ -16,6 +17,10 @@ pub trait FlushObserver: Send + Sync {
     fn invalid_input(&self, _caller: usize, _status: HvStatus) {}
     /// An L2 flush found L1's TLB lock held: inject the synthetic exit.
     fn synthetic_vmexit(&self, _caller: usize) {}
+    /// A request from `caller` completed: every vCPU in `targets` has its
+    /// flush queued and, if it was in guest mode, has left it. For tests
+    /// and tracing; implementations must be cheap (called per request).
+    fn flush_completed(&self, _caller: usize, _level: Level, _targets: &VcpuSet) {}
     /// A kicked target has not left guest mode after `waited`.
     fn vcpu_unresponsive(&self, _target: usize, _waited: std::time::Duration) {}
 }

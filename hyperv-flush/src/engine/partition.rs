@@ -373,6 +373,7 @@ impl Partition {
         VcpuCounters::bump(&counters.targets, count);
         VcpuCounters::bump(&counters.flushes_requested, count);
         self.complete(caller_slot, &targets, kicker);
+        self.observer.flush_completed(caller, level, &targets);
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hvflush_api::config::HypervFlushConfig;
 use hyperv_flush::decode::Offer;
-use hyperv_flush::engine::{EngineError, Partition, PartitionConfig};
+use hyperv_flush::engine::{EngineError, FlushObserver, NoopObserver, Partition, PartitionConfig};
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use thiserror::Error;
@@ -96,6 +96,14 @@ pub struct Machine {
 impl Machine {
     /// Creates the VM, its memory and vCPUs, and the flush path.
     pub fn create(options: &RunOptions) -> Result<Self, MachineError> {
+        Self::create_with_observer(options, Arc::new(NoopObserver))
+    }
+
+    /// Like [`Machine::create`], reporting flush-path events to `observer`.
+    pub fn create_with_observer(
+        options: &RunOptions,
+        observer: Arc<dyn FlushObserver>,
+    ) -> Result<Self, MachineError> {
         let kvm = Kvm::new().map_err(MachineError::OpenKvm)?;
         let facts = probe::probe(&kvm).map_err(MachineError::Probe)?;
         let decision = decision::decide(&options.flush, &HostFacts::kvm(facts.clone()))
@@ -135,7 +143,11 @@ impl Machine {
         let vcpus = options.vcpus as usize;
         let mut config = PartitionConfig::new(vcpus);
         config.offer = offer_for(&decision);
-        let partition = Arc::new(Partition::new(config).map_err(MachineError::Engine)?);
+        let partition = Arc::new(
+            Partition::new(config)
+                .map_err(MachineError::Engine)?
+                .with_observer(observer),
+        );
         for v in 0..vcpus {
             let vp = (v as u32).saturating_mul(options.vp_index_stride.max(1));
             partition
