@@ -1,0 +1,151 @@
+//! Every built-in workload, and an external image, on a real KVM guest
+//! through the VMM library. Skips (printing why) without /dev/kvm.
+
+use std::time::Duration;
+
+use hyperv_flush::abi::HvStatus;
+use vmm_integration::guest::{Workload, image};
+use vmm_integration::vmm::{self, GuestProgram, RunOptions, RunReport};
+
+fn kvm_available() -> bool {
+    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("skipped: /dev/kvm is not usable: {e}");
+            false
+        }
+    }
+}
+
+fn run(options: RunOptions) -> RunReport {
+    let report = vmm::run(&options).expect("the VM runs");
+    eprint!("{}", report.to_table());
+    report
+}
+
+fn options(workload: Workload, vcpus: u32) -> RunOptions {
+    RunOptions {
+        vcpus,
+        program: GuestProgram::Builtin(workload),
+        echo_console: false,
+        timeout: Duration::from_secs(120),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn smoke_serves_every_call_kind() {
+    if !kvm_available() {
+        return;
+    }
+    let report = run(options(Workload::Smoke, 4));
+    assert!(report.passed(), "{:?}", report.failure());
+    let c = &report.counters;
+    assert_eq!(c.with_status(HvStatus::SUCCESS), c.total_hypercalls());
+    assert!(c.total_hypercalls() >= 32, "every vCPU made each call kind");
+    assert_eq!(c.flushes_requested, c.targets);
+    assert!(c.flushes_executed > 0);
+    assert_eq!(report.mode, "userspace");
+}
+
+#[test]
+fn conformance_cases_pass_in_the_guest() {
+    if !kvm_available() {
+        return;
+    }
+    let report = run(options(Workload::Conformance, 4));
+    assert!(report.passed(), "{:?}", report.failure());
+    let c = &report.counters;
+    for status in [
+        HvStatus::INVALID_HYPERCALL_CODE,
+        HvStatus::INVALID_HYPERCALL_INPUT,
+        HvStatus::INVALID_ALIGNMENT,
+    ] {
+        assert!(c.with_status(status) > 0, "no {} case ran", status.name());
+    }
+    assert!(c.flush_all_fallbacks > 0, "a List of more than 15 entries ran");
+}
+
+#[test]
+fn conformance_with_vp_indices_across_banks() {
+    if !kvm_available() {
+        return;
+    }
+    // VP indices 0, 40, 80, 120: sparse Ex sets span two banks.
+    let mut opts = options(Workload::Conformance, 4);
+    opts.vp_index_stride = 40;
+    let report = run(opts);
+    assert!(report.passed(), "{:?}", report.failure());
+}
+
+#[test]
+fn storm_runs_until_the_vmm_stops_it() {
+    if !kvm_available() {
+        return;
+    }
+    let mut opts = options(Workload::Storm, 4);
+    opts.duration = Some(Duration::from_secs(2));
+    let report = run(opts);
+    assert!(report.passed(), "{:?}", report.failure());
+    let c = &report.counters;
+    assert_eq!(c.with_status(HvStatus::SUCCESS), c.total_hypercalls());
+    assert!(c.kicks > 0, "running targets were kicked");
+    assert_eq!(c.unresponsive, 0);
+    let json = report.to_json();
+    for key in ["passed", "vcpus", "hypercalls", "flushes", "kicks"] {
+        assert!(json.get(key).is_some(), "JSON lacks {key}");
+    }
+    assert!(json["hypercalls"]["by_call"].is_object());
+    assert!(json["hypercalls"]["by_status"].is_object());
+    assert!(json["flushes"]["flush_all_fallbacks"].is_u64());
+}
+
+#[test]
+fn external_image_runs_like_a_builtin() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("hvflush-image-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("smoke.bin");
+    std::fs::write(&path, image(Workload::Smoke)).unwrap();
+    let mut opts = options(Workload::Smoke, 2);
+    opts.program = GuestProgram::Image(path.clone());
+    let report = run(opts);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(report.passed(), "{:?}", report.failure());
+    assert!(report.program.ends_with("smoke.bin"));
+}
+
+#[test]
+fn a_failing_guest_fails_the_run_with_its_vcpu_and_code() {
+    if !kvm_available() {
+        return;
+    }
+    // The guest checks for "Microsoft Hv": with mode=off it is absent, so
+    // every vCPU must fail with a code instead of hanging or passing.
+    let mut opts = options(Workload::Smoke, 2);
+    opts.flush = hvflush_api::config::HypervFlushConfig::parse("mode=off").unwrap();
+    let report = run(opts);
+    assert!(!report.passed());
+    assert!(report.failure().unwrap().contains("vCPU"));
+}
+
+#[test]
+fn an_image_that_never_ends_times_out() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("hvflush-spin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("spin.bin");
+    // `jmp $` (EB FE): the smallest guest that never ends.
+    std::fs::write(&path, [0xeb, 0xfe]).unwrap();
+    let mut opts = options(Workload::Smoke, 2);
+    opts.program = GuestProgram::Image(path);
+    opts.timeout = Duration::from_secs(1);
+    let report = run(opts);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(!report.passed());
+    assert!(report.failure().unwrap().contains("timeout"));
+}
