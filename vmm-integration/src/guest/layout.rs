@@ -36,6 +36,9 @@ pub const CONTROL_PAGE_GPA: u64 = 0x8000;
 pub const STEAL_TIME_GPA: u64 = 0x9000;
 /// Size and alignment of one steal-time record (KVM requires 64-byte alignment).
 pub const STEAL_TIME_RECORD_SIZE: u64 = 64;
+/// A VMM-owned page for extra stubs the guest is told about, such as the
+/// bench's trap-only stub ([`control::TRAP_STUB_GPA`]).
+pub const BENCH_STUB_GPA: u64 = 0xA000;
 /// Where the flat guest image is loaded; every vCPU starts at its first byte.
 pub const IMAGE_GPA: u64 = 0x10_0000;
 /// Size of each vCPU's private stack.

@@ -1,5 +1,109 @@
+# bench: guest half of `hvflush-vmm bench` (protocol in docs/guest-abi.md).
+#
+# After Hyper-V init, vCPU 0 builds one memory-input List call with 16 GVA
+# ranges at every other vCPU (ListEx when some VP index is >= 64), then:
+#   marker 1, `iterations` calls through the trap-only stub,
+#   marker 2, `iterations` of the List call through the hypercall page,
+#   marker 3, checks every status was success (16 << 32), exits 0.
+# Both phases run the same instructions (bench_phase); only the called
+# address differs, so the difference isolates the VMM's hypercall handling.
+# vCPUs 1..=param spin until `stop` (running targets); the others exit at
+# once (idle targets).
+
+.equ B_CALL_TARGET, PV_TMP      # address called in the current phase
+.equ B_LOOPS, PV_TMP + 8        # calls left in the phase
+.equ B_ERRORS, PV_TMP + 16      # OR of (RAX xor expected) over the phase
+.equ B_CONTROL, PV_TMP + 24     # control word of the List call
+.equ B_EXPECT, PV_TMP + 32      # its expected RAX
+.equ BENCH_GVAS, 16
+.equ BENCH_OK, BENCH_GVAS << HV_REP_COUNT_SHIFT
+.equ MARKER_TRAP_START, 1
+.equ MARKER_HYPERCALL_START, 2
+.equ MARKER_HYPERCALL_END, 3
+.equ FAIL_NO_TRAP_STUB, 0x501   # control page trap_stub_gpa is 0
+.equ FAIL_BENCH_STATUS, 0x502   # a List call did not succeed
+
 WORKLOAD_BEGIN bench
     WORKLOAD_ENTRY bench
+    call bench_hv_init
+    test r12, r12
+    jz bench_initiator
+    cmp r12, [rbp + CTL_PARAM]
+    ja bench_exit
+bench_spin:
+    cmp qword ptr [rbp + CTL_STOP], 0
+    jne bench_exit
+    pause
+    jmp bench_spin
+bench_exit:
     EXIT 0
+
+bench_initiator:
+    mov rdi, [r15 + PV_OTHERS]
+    call bench_nonex_mask
+    mov rdi, [r15 + PV_OTHERS]
+    test rdx, rdx
+    jnz 1f
+    xor edx, edx
+    call bench_input_nonex
+    mov rcx, HVCALL_LIST | BENCH_OK
+    jmp 2f
+1:  xor edx, edx
+    call bench_input_ex
+    mov rcx, rax
+    shl rcx, HV_HDR_SHIFT
+    mov rax, HVCALL_LIST_EX | BENCH_OK
+    or rcx, rax
+2:  mov [r15 + B_CONTROL], rcx
+    mov edi, BENCH_GVAS
+    mov edx, 0x200003
+    mov r8d, 0x10000
+    call bench_gvas
+    mov rax, BENCH_OK
+    mov [r15 + B_EXPECT], rax
+
+    mov rdx, [rbp + CTL_TRAP_STUB]
+    mov edi, FAIL_NO_TRAP_STUB
+    mov esi, 1
+    test rdx, rdx
+    jz bench_fail
+    mov [r15 + B_CALL_TARGET], rdx
+    mov eax, MARKER_TRAP_START
+    out PORT_MARKER, eax
+    call bench_phase
+
+    lea rax, [r14 + SH_HYPERCALL_PAGE]
+    mov [r15 + B_CALL_TARGET], rax
+    mov eax, MARKER_HYPERCALL_START
+    out PORT_MARKER, eax
+    call bench_phase
+    mov eax, MARKER_HYPERCALL_END
+    out PORT_MARKER, eax
+
+    mov rdx, [r15 + B_ERRORS]
+    mov edi, FAIL_BENCH_STATUS
+    xor esi, esi
+    test rdx, rdx
+    jnz bench_fail
+    EXIT 0
+
+# One timed phase: `iterations` identical calls to [B_CALL_TARGET] with the
+# hypercall registers set up (RCX control, RDX input GPA, R8 0).
+bench_phase:
+    mov rax, [rbp + CTL_ITERATIONS]
+    mov [r15 + B_LOOPS], rax
+    mov qword ptr [r15 + B_ERRORS], 0
+    test rax, rax
+    jz 2f
+1:  mov rcx, [r15 + B_CONTROL]
+    lea rdx, [r15 + PV_INPUT]
+    xor r8d, r8d
+    call [r15 + B_CALL_TARGET]
+    xor rax, [r15 + B_EXPECT]
+    or [r15 + B_ERRORS], rax
+    dec qword ptr [r15 + B_LOOPS]
+    jnz 1b
+2:  ret
+
     ROUTINES bench
 WORKLOAD_END bench

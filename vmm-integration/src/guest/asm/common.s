@@ -443,6 +443,35 @@ hvflush_guest_\name\()_end:
     jmp 1b
 2:  ret
 
+# Non-Ex input header at the input page (TLFS hv_tlb_flush): address space 0,
+# flags RDX, processor mask of the vCPUs in mask RDI. A non-empty set that has
+# no VP < 64 falls back to HV_FLUSH_ALL_PROCESSORS (over-flushing is allowed);
+# RDI = 0 keeps mask 0 (= all processors). Returns RSI = GVA list start.
+\name\()_input_nonex:
+    mov r11, rdx
+    call \name\()_nonex_mask
+    test rax, rax
+    jnz 1f
+    test rdi, rdi
+    jz 1f
+    or r11, HV_FLUSH_ALL_PROCESSORS
+1:  lea rsi, [r15 + PV_INPUT]
+    mov qword ptr [rsi], 0
+    mov [rsi + 8], r11
+    mov [rsi + 16], rax
+    add rsi, 24
+    ret
+
+# Ex input header at the input page (TLFS hv_tlb_flush_ex): address space 0,
+# flags RDX, sparse VP set of the vCPUs in mask RDI. Returns RAX = banks (the
+# variable header size) and RSI = GVA list start.
+\name\()_input_ex:
+    lea rsi, [r15 + PV_INPUT]
+    mov qword ptr [rsi], 0
+    mov [rsi + 8], rdx
+    add rsi, 16
+    jmp \name\()_vpset
+
 # Fast hypercall: RCX control (the fast bit is set here), RSI = 14-qword input
 # buffer laid out like the memory input: RDX = [0], R8 = [8], XMM0-5 = [16..112).
 # Returns the status in RAX.

@@ -1,5 +1,117 @@
+# storm: every vCPU flushes pseudo-random target sets with random call kinds
+# (xorshift64 seeded by the vCPU index) until the control page's `stop` word
+# becomes 1, checks every status, prints its call count and exits 0.
+# Failure code 0x4CC: CC = call code of the failed call.
+#
+# One random word per call: bits 63:62 call (Space, List, SpaceEx, ListEx),
+# bit 61 fast input, bits 34:32 GVA count - 1, the low bits the target set.
+
+.equ S_CONTROL, PV_TMP          # control word of the call being made
+.equ S_EXPECT, PV_TMP + 8       # expected RAX
+.equ S_GVAS, PV_TMP + 16        # GVA ranges of a List call
+.equ S_QWORDS, PV_TMP + 24      # input size in qwords (fast input must fit 14)
+
 WORKLOAD_BEGIN storm
     WORKLOAD_ENTRY storm
+    call storm_hv_init
+    lea rax, [r12 + 1]
+    mov rcx, 0x9e3779b97f4a7c15     # golden-ratio seed spreading, never 0 times 1..64
+    imul rax, rcx
+    mov [r15 + PV_RNG], rax
+
+storm_loop:
+    cmp qword ptr [rbp + CTL_STOP], 0
+    jne storm_done
+
+    # xorshift64 (Marsaglia 2003): 13, 7, 17.
+    mov rax, [r15 + PV_RNG]
+    mov rdx, rax
+    shl rdx, 13
+    xor rax, rdx
+    mov rdx, rax
+    shr rdx, 7
+    xor rax, rdx
+    mov rdx, rax
+    shl rdx, 17
+    xor rax, rdx
+    mov [r15 + PV_RNG], rax
+
+    mov rdi, rax
+    and rdi, [r15 + PV_ALL]
+    jnz 1f
+    mov rdi, [r15 + PV_SELF]
+1:  mov rcx, rax
+    shr rcx, 32
+    and ecx, 7
+    inc ecx
+    mov [r15 + S_GVAS], rcx
+    xor edx, edx                    # flags
+
+    bt rax, 63                      # Ex?
+    jc storm_ex
+    call storm_input_nonex
+    mov qword ptr [r15 + S_QWORDS], 3
+    mov ecx, HVCALL_SPACE
+    jmp storm_kind
+storm_ex:
+    call storm_input_ex
+    mov rcx, rax
+    add rax, 4
+    mov [r15 + S_QWORDS], rax
+    shl rcx, HV_HDR_SHIFT
+    or rcx, HVCALL_SPACE_EX
+
+storm_kind:
+    # Space or List? (List codes are Space codes + 1.)
+    xor eax, eax
+    mov [r15 + S_EXPECT], rax
+    mov rax, [r15 + PV_RNG]
+    bt rax, 62
+    jnc 2f
+    inc rcx
+    mov rax, [r15 + S_GVAS]
+    add [r15 + S_QWORDS], rax
+    shl rax, HV_REP_COUNT_SHIFT
+    or rcx, rax
+    mov [r15 + S_EXPECT], rax       # success: every rep complete
+    mov [r15 + S_CONTROL], rcx
+    mov rdi, [r15 + S_GVAS]
+    mov edx, 0x200003
+    mov r8d, 0x10000
+    call storm_gvas
+    mov rcx, [r15 + S_CONTROL]
+2:  mov [r15 + S_CONTROL], rcx
+
+    # Fast when the random bit says so and the input fits the fast registers.
+    mov rax, [r15 + PV_RNG]
+    bt rax, 61
+    jnc 3f
+    cmp qword ptr [r15 + S_QWORDS], HV_FAST_QWORDS
+    ja 3f
+    lea rsi, [r15 + PV_INPUT]
+    call storm_call_fast
+    jmp 4f
+3:  call storm_call_input_page
+4:  mov rsi, [r15 + S_EXPECT]
+    cmp rax, rsi
+    je 5f
+    mov rdx, rax
+    mov rdi, [r15 + S_CONTROL]
+    and edi, 0xff
+    or edi, 0x400
+    jmp storm_fail
+5:  inc qword ptr [r15 + PV_COUNT]
+    jmp storm_loop
+
+storm_done:
+    PRINT storm, storm_s_calls
+    mov rax, [r15 + PV_COUNT]
+    call storm_print_hex
+    PRINT storm, storm_s_newline
     EXIT 0
+
     ROUTINES storm
+
+storm_s_calls:
+    .asciz "storm: calls made "
 WORKLOAD_END storm
