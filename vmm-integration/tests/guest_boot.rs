@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use hyperv_flush::decode::HypercallRegisters;
+use hyperv_flush::decode::{HypercallRegisters, Offer};
 use hyperv_flush::engine::{Level, Partition, PartitionConfig, VcpuKicker};
 use kvm_bindings::{
     KVM_CAP_X86_USER_SPACE_MSR, KVM_MAX_CPUID_ENTRIES, KVM_MSR_EXIT_REASON_UNKNOWN,
@@ -71,6 +71,8 @@ struct RunConfig {
     hyperv: bool,
     /// VP index = vCPU index × stride.
     vp_stride: u32,
+    /// What the partition offers beyond remote flush (CPUID and engine agree).
+    offer: Offer,
     control: ControlBlock,
     stop: StopWhen,
     /// Panic at the first failed vCPU (others may wait for it forever).
@@ -87,6 +89,7 @@ impl RunConfig {
             memory: MIN_MEMORY_SIZE,
             hyperv: workload != Workload::AbiSelftest,
             vp_stride: 1,
+            offer: Offer::default(),
             control: ControlBlock::default(),
             stop: StopWhen::Never,
             stop_on_failure: true,
@@ -157,7 +160,7 @@ fn kvm_or_skip() -> Option<Kvm> {
 }
 
 /// Hyper-V leaves as a Linux guest wants them (FINDINGS §3-4), replacing KVM's own.
-fn hyperv_leaves() -> Vec<kvm_cpuid_entry2> {
+fn hyperv_leaves(offer: &Offer) -> Vec<kvm_cpuid_entry2> {
     let sig = |s: &[u8; 4]| u32::from_le_bytes(*s);
     let leaf = |function, eax, ebx, ecx, edx| kvm_cpuid_entry2 {
         function,
@@ -177,9 +180,21 @@ fn hyperv_leaves() -> Vec<kvm_cpuid_entry2> {
         ),
         leaf(0x4000_0001, sig(b"Hv#1"), 0, 0, 0),
         // EAX: hypercall MSR (5), VP index (6). EDX: XMM fast input (4), extended GVA ranges (14).
-        leaf(0x4000_0003, 1 << 5 | 1 << 6, 0, 0, 1 << 4 | 1 << 14),
+        leaf(
+            0x4000_0003,
+            1 << 5 | 1 << 6,
+            0,
+            0,
+            u32::from(offer.xmm_input) << 4 | 1 << 14,
+        ),
         // EAX: remote TLB flush (2), Ex processor masks (11).
-        leaf(0x4000_0004, 1 << 2 | 1 << 11, 0, 0, 0),
+        leaf(
+            0x4000_0004,
+            1 << 2 | u32::from(offer.ex_masks) << 11,
+            0,
+            0,
+            0,
+        ),
         leaf(0x4000_0005, 0, 0, 0, 0),
     ]
 }
@@ -305,7 +320,11 @@ fn boot(kvm: &Kvm, config: &RunConfig) -> RunResult {
     mem.write_slice(&trap_stub, GuestAddress(BENCH_STUB_GPA))
         .unwrap();
     write_control_page(&mem, &config.control).unwrap();
-    let partition = Partition::new(PartitionConfig::new(vcpus as usize)).unwrap();
+    let partition = Partition::new(PartitionConfig {
+        offer: config.offer,
+        ..PartitionConfig::new(vcpus as usize)
+    })
+    .unwrap();
     for i in 0..vcpus {
         partition
             .set_vp_index(i as usize, i * config.vp_stride)
@@ -327,7 +346,7 @@ fn boot(kvm: &Kvm, config: &RunConfig) -> RunResult {
     let mut cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).unwrap();
     if config.hyperv {
         cpuid.retain(|e| !(0x4000_0000..0x4000_0100).contains(&e.function));
-        for leaf in hyperv_leaves() {
+        for leaf in hyperv_leaves(&config.offer) {
             cpuid.push(leaf).unwrap();
         }
         let cap = kvm_enable_cap {
@@ -519,6 +538,51 @@ fn conformance_matches_the_engine_across_banks() {
         ),
         "{console}"
     );
+}
+
+/// Without Ex masks every Ex case must be refused with ACCESS_DENIED, and
+/// without XMM fast input every fast flush with INVALID_HYPERCALL_INPUT.
+#[test]
+fn conformance_follows_what_is_offered() {
+    let Some(kvm) = kvm_or_skip() else { return };
+    for (ex_masks, xmm_input) in [(false, true), (true, false), (false, false)] {
+        let config = RunConfig {
+            vp_stride: 40,
+            offer: Offer {
+                ex_masks,
+                xmm_input,
+                ..Offer::default()
+            },
+            ..RunConfig::new(Workload::Conformance, 3)
+        };
+        let run = boot(&kvm, &config);
+        assert_all_passed(&run.ends, "conformance");
+    }
+}
+
+#[test]
+fn smoke_and_storm_skip_what_is_not_offered() {
+    let Some(kvm) = kvm_or_skip() else { return };
+    let offer = Offer {
+        ex_masks: false,
+        xmm_input: false,
+        ..Offer::default()
+    };
+    let smoke = RunConfig {
+        offer,
+        vp_stride: 64,
+        ..RunConfig::new(Workload::Smoke, 3)
+    };
+    let run = boot(&kvm, &smoke);
+    assert_all_passed(&run.ends, "smoke");
+    // Only the memory-input Space and List calls remain.
+    assert_eq!(run.hypercalls, 2 * 2 * 3);
+    let storm = RunConfig {
+        offer,
+        stop: StopWhen::EveryVcpuCalled,
+        ..RunConfig::new(Workload::Storm, 2)
+    };
+    assert_all_passed(&boot(&kvm, &storm).ends, "storm");
 }
 
 #[test]

@@ -1,7 +1,8 @@
 # bench: guest half of `hvflush-vmm bench` (protocol in docs/guest-abi.md).
 #
 # After Hyper-V init, vCPU 0 builds one memory-input List call with 16 GVA
-# ranges at every other vCPU (ListEx when some VP index is >= 64), then:
+# ranges at every other vCPU (ListEx when some VP index is >= 64 and Ex masks
+# are offered), then:
 #   marker 1, `iterations` calls through the trap-only stub,
 #   marker 2, `iterations` of the List call through the hypercall page,
 #   marker 3, checks every status was success (16 << 32), exits 0.
@@ -43,8 +44,10 @@ bench_initiator:
     call bench_nonex_mask
     mov rdi, [r15 + PV_OTHERS]
     test rdx, rdx
+    jz 3f
+    test qword ptr [r15 + PV_FEATURES], FEAT_EX
     jnz 1f
-    xor edx, edx
+3:  xor edx, edx
     call bench_input_nonex
     mov rcx, HVCALL_LIST | BENCH_OK
     jmp 2f

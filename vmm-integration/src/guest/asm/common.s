@@ -46,6 +46,7 @@
 .equ HV_STATUS_INVALID_HYPERCALL_CODE, 2
 .equ HV_STATUS_INVALID_HYPERCALL_INPUT, 3
 .equ HV_STATUS_INVALID_ALIGNMENT, 4
+.equ HV_STATUS_ACCESS_DENIED, 6
 # Fast input: RDX, R8, then XMM0-XMM5 = 14 qwords (TLFS §3.7.8).
 .equ HV_FAST_QWORDS, 14
 
@@ -68,7 +69,12 @@
 .equ PV_NEXT, 0x1030            # u64 vCPU mask: the next vCPU (self when alone)
 .equ PV_HIGH, 0x1038            # u64 vCPU mask: vCPUs whose VP index is >= 64
 .equ PV_TMP, 0x1040             # 8 u64 of scratch for workloads
+.equ PV_FEATURES, 0x1080        # u64 FEAT_* bits: what the partition offers
 .equ PV_BANKS, 0x1200           # u64[64] bank scratch of vpset (always left zeroed)
+
+# Optional features a workload adapts to (PV_FEATURES).
+.equ FEAT_XMM, 1 << 0           # CPUID 0x40000003 EDX bit 4: XMM fast input
+.equ FEAT_EX, 1 << 1            # CPUID 0x40000004 EAX bit 11: Ex processor masks
 
 # ---- Failure codes written to PORT_EXIT (docs/guest-abi.md lists them) ----
 .equ FAIL_RAM, 0x100            # usable RAM too small for the data area
@@ -223,7 +229,8 @@ hvflush_guest_\name\()_end:
 # Hyper-V init the way a Linux guest does it (arch/x86/kernel/cpu/mshyperv.c,
 # arch/x86/hyperv/hv_init.c): check the leaves, vCPU 0 sets GUEST_OS_ID and
 # enables the hypercall page, every vCPU publishes its VP index; then the vCPU
-# masks of this vCPU are computed and all vCPUs meet at a barrier.
+# masks of this vCPU are computed and all vCPUs meet at a barrier. The
+# optional features (Ex masks, XMM fast input) are noted in PV_FEATURES.
 \name\()_hv_init:
     mov eax, 0x40000000
     cpuid
@@ -259,7 +266,11 @@ hvflush_guest_\name\()_end:
 
     mov eax, 0x40000003
     cpuid
-    mov edx, eax
+    xor r11d, r11d              # FEAT_* bits
+    test edx, 1 << 4
+    jz 3f
+    or r11d, FEAT_XMM
+3:  mov edx, eax
     mov edi, FAIL_HYPERCALL_MSR
     mov esi, 1 << 5
     test eax, esi
@@ -271,6 +282,10 @@ hvflush_guest_\name\()_end:
 
     mov eax, 0x40000004
     cpuid
+    test eax, 1 << 11
+    jz 4f
+    or r11d, FEAT_EX
+4:  mov [r15 + PV_FEATURES], r11
     mov edx, eax
     mov edi, FAIL_REMOTE_FLUSH
     mov esi, 1 << 2

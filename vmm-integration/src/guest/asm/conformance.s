@@ -9,6 +9,9 @@
 #   -> non-Ex header size (3) -> memory GPA alignment / page span (4)
 #   -> unreadable memory (3) -> Ex header size vs popcount (3)
 #   -> fast input overflow (3) -> success (rep calls: RAX = rep count << 32).
+# Expectations follow what the partition offers: without Ex masks every Ex
+# row expects 6; without XMM fast input every fast row that would succeed
+# expects 3. The concurrent phase skips calls that are not offered.
 
 # Target forms (field `target`).
 .equ T_SINGLE, 0    # the next vCPU (itself when alone)
@@ -108,6 +111,8 @@ conformance_wait:
 conformance_concurrent:
     mov ebx, CONCURRENT_ROUNDS
 conformance_round:
+    test qword ptr [r15 + PV_FEATURES], FEAT_EX
+    jz 1f
     mov rdi, [r15 + PV_OTHERS]
     xor edx, edx
     call conformance_input_ex
@@ -116,6 +121,7 @@ conformance_round:
     or rcx, HVCALL_SPACE_EX
     call conformance_call_input_page
     CHECK_STATUS conformance, 0x301, OK
+1:
 
     mov rdi, [r15 + PV_OTHERS]
     xor edx, edx
@@ -129,6 +135,10 @@ conformance_round:
     mov r11, 2 << HV_REP_COUNT_SHIFT
     CHECK_STATUS conformance, 0x302, r11
 
+    mov rax, [r15 + PV_FEATURES]
+    and eax, FEAT_EX | FEAT_XMM
+    cmp eax, FEAT_EX | FEAT_XMM
+    jne 2f
     mov rdi, [r15 + PV_NEXT]
     xor edx, edx
     call conformance_input_ex
@@ -146,7 +156,7 @@ conformance_round:
     mov r11, 1 << HV_REP_COUNT_SHIFT
     CHECK_STATUS conformance, 0x303, r11
 
-    dec ebx
+2:  dec ebx
     jnz conformance_round
     call conformance_barrier
     EXIT 0
@@ -228,7 +238,26 @@ conformance_run_case:
     cmp rcx, HV_FAST_QWORDS
     jbe 9f
     mov eax, BAD_INPUT
-9:  mov [r15 + C_EXPECT], rax
+    # What the partition does not offer: Ex calls are refused before any
+    # other check (6); fast input without XMM cannot hold a flush call (3).
+9:  mov rcx, [rbx + ROW_CONTROL]
+    and ecx, 0xffff
+    cmp ecx, HVCALL_SPACE_EX
+    je 14f
+    cmp ecx, HVCALL_LIST_EX
+    jne 15f
+14: test qword ptr [r15 + PV_FEATURES], FEAT_EX
+    jnz 15f
+    mov eax, HV_STATUS_ACCESS_DENIED
+    jmp 16f
+15: cmp qword ptr [rbx + ROW_FAST], 0
+    je 16f
+    test qword ptr [r15 + PV_FEATURES], FEAT_XMM
+    jnz 16f
+    test eax, 0xffff
+    jnz 16f
+    mov eax, BAD_INPUT
+16: mov [r15 + C_EXPECT], rax
 
     # Control word: the row's bits plus the variable header size.
     mov rcx, [r15 + C_BANKS]

@@ -5,6 +5,7 @@
 #
 # One random word per call: bits 63:62 call (Space, List, SpaceEx, ListEx),
 # bit 61 fast input, bits 34:32 GVA count - 1, the low bits the target set.
+# Ex calls and fast input are used only when the partition offers them.
 
 .equ S_CONTROL, PV_TMP          # control word of the call being made
 .equ S_EXPECT, PV_TMP + 8       # expected RAX
@@ -47,8 +48,11 @@ storm_loop:
     mov [r15 + S_GVAS], rcx
     xor edx, edx                    # flags
 
-    bt rax, 63                      # Ex?
-    jc storm_ex
+    bt rax, 63                      # Ex, when offered?
+    jnc 6f
+    test qword ptr [r15 + PV_FEATURES], FEAT_EX
+    jnz storm_ex
+6:
     call storm_input_nonex
     mov qword ptr [r15 + S_QWORDS], 3
     mov ecx, HVCALL_SPACE
@@ -86,6 +90,8 @@ storm_kind:
     mov rax, [r15 + PV_RNG]
     bt rax, 61
     jnc 3f
+    test qword ptr [r15 + PV_FEATURES], FEAT_XMM
+    jz 3f
     cmp qword ptr [r15 + S_QWORDS], HV_FAST_QWORDS
     ja 3f
     lea rsi, [r15 + PV_INPUT]
