@@ -89,6 +89,7 @@ pub struct Machine {
     flush: Option<Arc<KvmUserspaceFlush<GuestMemoryMmap>>>,
     kickers: Arc<VcpuKickers>,
     decision: Decision,
+    host: HostFacts,
     options: RunOptions,
     program_name: String,
 }
@@ -106,8 +107,8 @@ impl Machine {
     ) -> Result<Self, MachineError> {
         let kvm = Kvm::new().map_err(MachineError::OpenKvm)?;
         let facts = probe::probe(&kvm).map_err(MachineError::Probe)?;
-        let decision = decision::decide(&options.flush, &HostFacts::kvm(facts.clone()))
-            .map_err(MachineError::Refused)?;
+        let host = HostFacts::kvm(facts.clone());
+        let decision = decision::decide(&options.flush, &host).map_err(MachineError::Refused)?;
         let layout = GuestLayout::new(options.memory_mib << 20, options.vcpus)
             .map_err(MachineError::Layout)?;
 
@@ -214,6 +215,7 @@ impl Machine {
             flush,
             kickers,
             decision,
+            host,
             options: options.clone(),
             program_name,
         })
@@ -227,6 +229,17 @@ impl Machine {
     /// The path decision and its reasons.
     pub fn decision(&self) -> &Decision {
         &self.decision
+    }
+
+    /// The host facts the decision was made from (to decide again on a
+    /// runtime configuration change).
+    pub fn host_facts(&self) -> &HostFacts {
+        &self.host
+    }
+
+    /// The guest memory.
+    pub fn guest_memory(&self) -> &GuestMemoryMmap {
+        &self.mem
     }
 
     /// The flush configuration the machine was built with.
@@ -265,6 +278,7 @@ impl Machine {
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
                 .spawn(move || {
+                    super::events::set_current_vcpu(index);
                     let result = thread.run();
                     let _ = tx.send((index, result));
                 })

@@ -4,14 +4,18 @@
 //! `kvm::offload`, `decision`, `cpuid`). Other VMMs copy from here.
 
 mod console;
+mod events;
 mod machine;
 mod options;
 mod report;
+mod service;
 mod vcpu_thread;
 
+pub use events::{EventObserver, EventReporting, UNKNOWN_CALL, UNKNOWN_VCPU, set_current_vcpu};
 pub use machine::{Machine, MachineError};
 pub use options::{GuestProgram, RunOptions};
 pub use report::{Marker, RunReport, VcpuOutcome};
+pub use service::{VmmFlushService, counters_report};
 pub use vcpu_thread::BENCH_TRAP_PORT;
 
 /// Builds the VM described by `options`, runs it to completion and reports.

@@ -2,15 +2,20 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use hvflush_api::config::HypervFlushConfig;
 use hvflush_api::config_file::merge_config;
+use hvflush_api::events::MonitorOptions;
+use hvflush_api::{ApiServer, ApiSocketConfig, EventMonitor, EventMonitorConfig};
 use vmm_integration::decision::{probe_host, render_probe_human};
 use vmm_integration::guest::Workload;
-use vmm_integration::vmm::{GuestProgram, Machine, RunOptions};
+use vmm_integration::vmm::{
+    EventObserver, EventReporting, GuestProgram, Machine, RunOptions, RunReport, VmmFlushService,
+};
 
 /// Hyper-V TLB-flush enlightenments on KVM: the reference VMM.
 #[derive(Parser, Debug)]
@@ -80,6 +85,18 @@ pub struct RunArgs {
     /// Do not echo the guest console to stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Serve the REST API (docs/api.md) on this Unix socket.
+    #[arg(long, value_name = "path=PATH|fd=N", help = ApiSocketConfig::SYNTAX,
+          value_parser = |s: &str| ApiSocketConfig::parse(s).map_err(|e| error_chain(&e)))]
+    pub api_socket: Option<ApiSocketConfig>,
+    /// Write flush-path events (docs/api.md, "Events") here.
+    #[arg(long, value_name = "path=FILE|fd=N", help = EventMonitorConfig::SYNTAX,
+          value_parser = |s: &str| EventMonitorConfig::parse(s).map_err(|e| error_chain(&e)))]
+    pub event_monitor: Option<EventMonitorConfig>,
+    /// Seconds between `flush-summary` events (with --event-monitor).
+    #[arg(long, value_name = "SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub summary_interval: u64,
 }
 
 impl RunArgs {
@@ -135,10 +152,7 @@ pub fn termination_flag() -> &'static AtomicBool {
 pub fn run(args: RunArgs) -> Result<ExitCode, String> {
     let options = args.options()?;
     install_termination_handlers()?;
-    let machine = Machine::create(&options).map_err(|e| error_chain(&e))?;
-    let report = machine
-        .run_until(termination_flag())
-        .map_err(|e| error_chain(&e))?;
+    let report = run_served(&args, &options)?;
     if args.json {
         println!("{}", report.to_json());
     } else {
@@ -149,6 +163,63 @@ pub fn run(args: RunArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Runs the machine with the event monitor and the API server around it:
+/// both start before the vCPUs; at the end (guest done, timeout or signal)
+/// the API server stops (socket removed) and `shutdown` is written last.
+fn run_served(args: &RunArgs, options: &RunOptions) -> Result<RunReport, String> {
+    let monitor = match &args.event_monitor {
+        Some(config) => Some(Arc::new(
+            EventMonitor::open(config, MonitorOptions::default()).map_err(|e| error_chain(&e))?,
+        )),
+        None => None,
+    };
+    let observer = monitor
+        .as_ref()
+        .map(|m| Arc::new(EventObserver::new(Arc::clone(m))));
+    let machine = match &observer {
+        Some(o) => Machine::create_with_observer(options, o.clone()),
+        None => Machine::create(options),
+    }
+    .map_err(|e| error_chain(&e))?;
+    if let Some(o) = &observer {
+        o.attach(machine.partition(), machine.guest_memory().clone());
+    }
+    let service = Arc::new(VmmFlushService::new(&machine, monitor.clone()));
+    let reporting = match monitor {
+        Some(m) => Some(
+            EventReporting::start(
+                m,
+                Arc::clone(&service),
+                Duration::from_secs(args.summary_interval),
+            )
+            .map_err(|e| format!("cannot start the flush-summary thread: {e}"))?,
+        ),
+        None => None,
+    };
+    let server = match &args.api_socket {
+        Some(config) => match ApiServer::start(config, service) {
+            Ok(server) => Some(server),
+            Err(e) => {
+                finish_events(reporting);
+                return Err(error_chain(&e));
+            }
+        },
+        None => None,
+    };
+    let result = machine.run_until(termination_flag());
+    if let Some(server) = server {
+        server.shutdown();
+    }
+    finish_events(reporting);
+    result.map_err(|e| error_chain(&e))
+}
+
+fn finish_events(reporting: Option<EventReporting>) {
+    if let Some(Err(e)) = reporting.map(EventReporting::finish) {
+        eprintln!("hvflush-vmm: {}", error_chain(&e));
+    }
 }
 
 pub fn probe(args: ProbeArgs) -> Result<ExitCode, String> {
