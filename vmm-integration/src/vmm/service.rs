@@ -254,10 +254,6 @@ impl FlushService for VmmFlushService {
         let l1_now = next.l1 != current.l1 && self.l1_applies_now(&current);
         if l1_now {
             current.l1 = next.l1;
-            self.partition.set_offer(Offer {
-                remote_flush: next.l1,
-                ..offer_for(&self.decision)
-            });
         }
         let waits = {
             let mut rest = HypervFlushUpdate::diff(&old_next, &next);
@@ -269,8 +265,16 @@ impl FlushService for VmmFlushService {
         configs.pending = (next != current).then(|| next.clone());
         configs.current = current;
         let pending = waits && configs.pending.is_some();
+        // Queued before the engine changes, so the event file shows the
+        // change ahead of its effects (e.g. `invalid-input` after l1=off).
         if let Some(monitor) = &self.monitor {
             monitor.emit(Event::config_changed(&old_next, &next, pending));
+        }
+        if l1_now {
+            self.partition.set_offer(Offer {
+                remote_flush: next.l1,
+                ..offer_for(&self.decision)
+            });
         }
         Ok(if pending {
             UpdateOutcome::PendingUntilReboot(self.info_of(&configs))
