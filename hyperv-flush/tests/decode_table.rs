@@ -433,22 +433,14 @@ fn status_table_non_ex_calls_memory_and_fast() {
     check_table(&[FlushCall::Space, FlushCall::List], &[false, true]);
 }
 
-// conformance: R01 R02 R03 R04 R06 R07 R08 R13 R14 R15 R24
+// conformance: R01 R02 R03 R04 R06 R07 R08 R10 R11 R12 R13 R14 R15 R24
 #[test]
-fn status_table_ex_calls_fast() {
-    check_table(&[FlushCall::SpaceEx, FlushCall::ListEx], &[true]);
-}
-
-// conformance: R10 R11 R12 R13 R24
-#[test]
-#[ignore = "engine bug: Ex memory input length counts a 24-byte fixed header (hv_tlb_flush_ex has 32), so every memory-input Ex call fails with 3"]
-fn status_table_ex_calls_memory() {
-    check_table(&[FlushCall::SpaceEx, FlushCall::ListEx], &[false]);
+fn status_table_ex_calls_memory_and_fast() {
+    check_table(&[FlushCall::SpaceEx, FlushCall::ListEx], &[false, true]);
 }
 
 // conformance: R13 R19 R24
 #[test]
-#[ignore = "engine bug: Ex memory input length counts a 24-byte fixed header (hv_tlb_flush_ex has 32), so every memory-input Ex call fails with 3"]
 fn memory_input_ex_calls_succeed() {
     for call in [FlushCall::SpaceEx, FlushCall::ListEx] {
         let r = ok(&Call::new(call, false));
@@ -603,7 +595,7 @@ fn ex_format_all_means_all_and_its_banks_are_consumed() {
 #[test]
 fn ex_sparse_sets_span_banks_up_to_vp_4095() {
     // Fast input holds at most 14 - 4 = 10 banks. Memory input across all
-    // 64 banks: `memory_input_ex_calls_succeed` (engine bug, ignored).
+    // 64 banks: `memory_input_ex_calls_succeed`.
     let vps = [3u32, 64, 1000, 4095];
     for call in [FlushCall::SpaceEx, FlushCall::ListEx] {
         let r = ok(&Call::new(call, true).vps(VpSet::sparse(&vps)));
@@ -663,10 +655,6 @@ fn restarted_list_call_takes_entries_from_rep_start() {
         for fast in [true, false] {
             let mut c = Call::new(call, fast).gvas(entries(6));
             c.rep_start = 4;
-            if call.is_ex() && !fast {
-                // Covered by `memory_input_ex_calls_succeed` (engine bug).
-                continue;
-            }
             let r = ok(&c);
             let want: Vec<_> = entries(6)[4..]
                 .iter()

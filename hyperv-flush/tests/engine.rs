@@ -627,6 +627,7 @@ struct Events {
     overflows: Mutex<Vec<(usize, Level)>>,
     invalid: Mutex<Vec<(usize, HvStatus)>>,
     synthetic: AtomicUsize,
+    completed: Mutex<Vec<(usize, Level, Vec<usize>)>>,
 }
 
 impl FlushObserver for Events {
@@ -641,6 +642,13 @@ impl FlushObserver for Events {
     }
     fn synthetic_vmexit(&self, _caller: usize) {
         self.synthetic.fetch_add(1, SeqCst);
+    }
+    fn flush_completed(&self, caller: usize, level: Level, targets: &VcpuSet) {
+        let targets = targets.iter().collect();
+        self.completed
+            .lock()
+            .unwrap()
+            .push((caller, level, targets));
     }
     fn vcpu_unresponsive(&self, target: usize, _waited: Duration) {
         self.unresponsive.lock().unwrap().push(target);
@@ -771,6 +779,13 @@ fn observer_sees_first_use_once_per_path_and_rare_events() {
         [(3, HvStatus::INVALID_HYPERCALL_INPUT)]
     );
     assert_eq!(events.synthetic.load(SeqCst), 1);
+    // One completion per successful request, naming its targets; none for
+    // the rejected call.
+    let completed = events.completed.lock().unwrap();
+    assert_eq!(completed.len(), 6);
+    assert_eq!(completed[0], (0, Level::L1, vec![1]));
+    // The L2 call named VP 1 of L2 VM 1, which no vCPU runs.
+    assert_eq!(completed[5], (0, Level::L2, vec![]));
 }
 
 // conformance: R25
