@@ -1,0 +1,133 @@
+//! `EventObserver`: each engine notification becomes the documented event
+//! (docs/api.md, "Events"), naming the vCPU whose thread raised it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hvflush_api::events::{Event, EventMonitor, FlushStats, MonitorOptions};
+use hyperv_flush::abi::HvStatus;
+use hyperv_flush::decode::FlushCall;
+use hyperv_flush::engine::{
+    FlushObserver, FlushPath, InputKind, Level, NestedContext, Partition, PartitionConfig,
+};
+use serde_json::Value;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_integration::vmm::{EventObserver, UNKNOWN_CALL, UNKNOWN_VCPU, set_current_vcpu};
+
+/// Runs `f` against an observer writing to a fresh file and returns the
+/// events written, in order.
+fn observe(name: &str, f: impl FnOnce(&EventObserver)) -> Vec<Value> {
+    let path = std::env::temp_dir().join(format!(
+        "hvflush-observer-{}-{name}.json",
+        std::process::id()
+    ));
+    let file = std::fs::File::create(&path).unwrap();
+    let monitor = Arc::new(EventMonitor::from_file(file, MonitorOptions::default()).unwrap());
+    f(&EventObserver::new(Arc::clone(&monitor)));
+    monitor
+        .shutdown(Event::shutdown(&FlushStats::default()))
+        .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let mut events: Vec<Value> = text
+        .split("\n\n")
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| serde_json::from_str(c).unwrap())
+        .collect();
+    assert_eq!(events.pop().unwrap()["event"], "shutdown");
+    events
+}
+
+#[test]
+fn path_first_use_names_the_path_input_and_calling_vcpu() {
+    let events = observe("first-use", |observer| {
+        set_current_vcpu(3);
+        observer.path_first_use(FlushPath {
+            level: Level::L1,
+            call: FlushCall::ListEx,
+            input: InputKind::Fast,
+        });
+        // Off a vCPU thread the vCPU is unknown.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                observer.path_first_use(FlushPath {
+                    level: Level::L2,
+                    call: FlushCall::Space,
+                    input: InputKind::Memory,
+                })
+            });
+        });
+    });
+    assert_eq!(events.len(), 2);
+    let p = &events[0]["properties"];
+    assert_eq!(events[0]["event"], "path-first-use");
+    assert_eq!(events[0]["source"], "hyperv-flush");
+    assert_eq!(p["path"], "l1-list-ex");
+    assert_eq!(p["input"], "fast");
+    assert_eq!(p["vcpu"], "3");
+    let p = &events[1]["properties"];
+    assert_eq!(p["path"], "l2-space");
+    assert_eq!(p["input"], "memory");
+    assert_eq!(p["vcpu"], UNKNOWN_VCPU.to_string());
+}
+
+#[test]
+fn failures_overflows_and_unresponsive_targets_are_reported() {
+    let events = observe("failures", |observer| {
+        set_current_vcpu(0);
+        observer.invalid_input(1, HvStatus::ACCESS_DENIED);
+        observer.queue_overflow(2, Level::L2);
+        observer.vcpu_unresponsive(1, Duration::from_millis(2));
+    });
+    let names: Vec<_> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["invalid-input", "queue-overflow", "vcpu-unresponsive"]
+    );
+    let p = &events[0]["properties"];
+    assert_eq!(p["vcpu"], "1");
+    assert_eq!(p["status"], "0x0006");
+    assert_eq!(p["status_name"], "HV_STATUS_ACCESS_DENIED");
+    assert_eq!(p["call"], format!("{UNKNOWN_CALL:#06x}"));
+    assert_eq!(p["suppressed"], "0");
+    let p = &events[1]["properties"];
+    assert_eq!(p["vcpu"], "2");
+    assert_eq!(p["level"], "l2");
+    let p = &events[2]["properties"];
+    assert_eq!(p["vcpu"], "1");
+    assert_eq!(p["initiator"], "0");
+    assert_eq!(p["waited_us"], "2000");
+}
+
+#[test]
+fn synthetic_vmexit_reads_the_tlb_lock_count() {
+    let partition = Arc::new(Partition::new(PartitionConfig::new(2)).unwrap());
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x4000)]).unwrap();
+    let assist = 0x2000;
+    mem.write_obj(7u32, GuestAddress(assist)).unwrap();
+    partition
+        .set_nested_context(
+            1,
+            Some(NestedContext {
+                vm_id: 9,
+                vp_id: 0,
+                partition_assist_gpa: assist,
+            }),
+        )
+        .unwrap();
+    let events = observe("synthetic", |observer| {
+        // Before attach there is nothing to read the count from.
+        observer.synthetic_vmexit(1);
+        observer.attach(&partition, mem.clone());
+        observer.synthetic_vmexit(1);
+        // No nested context: no event rather than a made-up count.
+        observer.synthetic_vmexit(0);
+    });
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["event"], "synthetic-vmexit");
+    assert_eq!(events[0]["properties"]["vcpu"], "1");
+    assert_eq!(events[0]["properties"]["tlb_lock_count"], "7");
+}
