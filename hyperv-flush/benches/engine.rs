@@ -11,6 +11,10 @@
 //! * `l1_list_memory/gvas15_and_entry/N`: 15 GVAs (queued as ranges), plus
 //!   every target taking its queue in `before_entry`/`after_exit`, so each
 //!   iteration starts from empty queues.
+//! * `parts/*`: pieces of the 1-target call above, to see where its time
+//!   goes: decoding alone, L1 routing alone, `Partition::flush` alone, a
+//!   clock read (the call reads the clock twice for its latency histogram)
+//!   and walking a one-member `VcpuSet` (done twice per request).
 //! * `l2_route/{indexed,kvm_scan}/N`: routing an L2 request for 4 sparse
 //!   vp_ids among N vCPUs that all run one VP of the same L2 VM: the
 //!   engine's (vm_id, vp_id) index (`Partition::route`) next to a KVM-style
@@ -85,6 +89,41 @@ fn l1_list(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+}
+
+fn parts(c: &mut Criterion) {
+    let mem = memory();
+    let p = Partition::new(PartitionConfig::new(65)).expect("partition");
+    let call = Call::new(FlushCall::List, false)
+        .vps(VpSet::Mask(1))
+        .gvas(gvas(16));
+    let template: Regs = call.place(&mem, INPUT_GPA);
+    let mut group = c.benchmark_group("parts");
+    group.bench_function("decode_gvas16", |b| {
+        b.iter(|| {
+            let mut regs = template.clone();
+            black_box(hyperv_flush::decode::decode(&mut regs, &mem, p.offer()))
+        })
+    });
+    let mut regs = template.clone();
+    let request = hyperv_flush::decode::decode(&mut regs, &mem, p.offer()).expect("valid");
+    group.bench_function("route_l1_1_target", |b| {
+        b.iter(|| {
+            let mut out = VcpuSet::default();
+            p.route(64, Level::L1, black_box(&request.processors), &mut out)
+                .expect("route");
+            black_box(out)
+        })
+    });
+    group.bench_function("flush_1_target", |b| {
+        b.iter(|| p.flush(64, Level::L1, black_box(&request), &NoKick))
+    });
+    group.bench_function("clock_read", |b| b.iter(std::time::Instant::now));
+    let one: VcpuSet = [0usize].into_iter().collect();
+    group.bench_function("vcpu_set_iter_1_member", |b| {
+        b.iter(|| black_box(&one).iter().sum::<usize>())
+    });
     group.finish();
 }
 
@@ -166,6 +205,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = l1_list, l2_route
+    targets = l1_list, parts, l2_route
 }
 criterion_main!(benches);

@@ -329,7 +329,7 @@ impl VcpuKicker for PreemptedKicker {
     }
 }
 
-// conformance: R35
+// conformance: R34
 #[test]
 fn preempted_targets_are_neither_kicked_nor_waited_for() {
     let p = partition(2);
@@ -733,7 +733,7 @@ fn unresponsive_targets_are_reported_once_and_still_waited_for() {
     assert_eq!(s.kicks, k.kicks.load(SeqCst) as u64);
 }
 
-// conformance: R25 R05
+// conformance: R07 R25 R32
 #[test]
 fn observer_sees_first_use_once_per_path_and_rare_events() {
     let events = Arc::new(Events::default());
