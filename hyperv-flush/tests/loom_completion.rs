@@ -5,15 +5,14 @@
 //!
 //! ```sh
 //! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 \
-//!   CARGO_TARGET_DIR=/work/target-engine/loom \
-//!   cargo test -p hyperv-flush --test loom_completion --release -- --include-ignored
+//!   CARGO_TARGET_DIR=target/loom \
+//!   cargo test -p hyperv-flush --test loom_completion --release
 //! ```
 //!
-//! The models are ignored until the engine's protocol uses `fence(SeqCst)`
-//! (loom treats SeqCst loads and stores as AcqRel, so a store→load pair
-//! without a fence shows executions real SeqCst forbids). With the fences
-//! and `compare_exchange` for taking the pending flag they pass, and they
-//! fail when the wait is removed or the entry checks before marking.
+//! loom treats SeqCst loads and stores as AcqRel, so the protocol states
+//! its store→load orderings with `fence(SeqCst)` and takes the pending flag
+//! with `compare_exchange`. The models fail when the wait is removed or the
+//! entry checks the flag before marking itself in the guest.
 //!
 //! A target vCPU thread loops `before_entry` → guest runs → `after_exit`
 //! twice; an initiator calls `Partition::flush` with a kicker that only
@@ -136,7 +135,6 @@ fn check_no_lost_flush(p: &Partition, view: &TargetView) {
 }
 
 #[test]
-#[ignore = "engine: loom models SeqCst accesses as AcqRel, so the protocol needs fence(SeqCst) after the IN_GUEST store and after the pending stores, and compare_exchange for taking pending (see docs/conformance.md R27)"]
 fn flush_completes_against_a_running_target() {
     loom::model(|| {
         let p = Arc::new(Partition::new(PartitionConfig::new(2)).unwrap());
@@ -157,7 +155,6 @@ fn flush_completes_against_a_running_target() {
 }
 
 #[test]
-#[ignore = "engine: loom models SeqCst accesses as AcqRel, so the protocol needs fence(SeqCst) after the IN_GUEST store and after the pending stores, and compare_exchange for taking pending (see docs/conformance.md R27)"]
 fn flush_never_waits_for_a_stopped_target() {
     loom::model(|| {
         let p = Arc::new(Partition::new(PartitionConfig::new(2)).unwrap());

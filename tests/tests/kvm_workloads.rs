@@ -8,7 +8,11 @@ use vmm_integration::guest::{Workload, image};
 use vmm_integration::vmm::{self, GuestProgram, RunOptions, RunReport};
 
 fn kvm_available() -> bool {
-    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         Ok(_) => true,
         Err(e) => {
             eprintln!("skipped: /dev/kvm is not usable: {e}");
@@ -63,7 +67,10 @@ fn conformance_cases_pass_in_the_guest() {
     ] {
         assert!(c.with_status(status) > 0, "no {} case ran", status.name());
     }
-    assert!(c.flush_all_fallbacks > 0, "a List of more than 15 entries ran");
+    assert!(
+        c.flush_all_fallbacks > 0,
+        "a List of more than 15 entries ran"
+    );
 }
 
 #[test]

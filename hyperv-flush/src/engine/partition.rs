@@ -13,7 +13,7 @@ use super::counters::{CountersSnapshot, FlushPath, InputKind, Level, VcpuCounter
 use super::l2_index::L2Index;
 use super::observer::{FlushObserver, NoopObserver};
 use super::queue::{Enqueued, QueuedFlush};
-use super::sync::{Ordering::SeqCst, lock};
+use super::sync::{Ordering::SeqCst, fence, lock};
 use super::vcpu_set::{MAX_VCPUS, VcpuSet};
 use super::vcpu_slot::{NestedContext, OUTSIDE, STOPPED, VcpuSlot, queue_index};
 use super::vp_map::{VpIndexError, VpMap};
@@ -372,6 +372,8 @@ impl Partition {
         }
         VcpuCounters::bump(&counters.targets, count);
         VcpuCounters::bump(&counters.flushes_requested, count);
+        // Store(pending) → load(state) must not reorder (see before_entry).
+        fence(SeqCst);
         self.complete(caller_slot, &targets, kicker);
         self.observer.flush_completed(caller, level, &targets);
         Ok(())
@@ -423,7 +425,15 @@ impl Partition {
     pub fn before_entry(&self, vcpu: usize) -> Result<PendingFlush, EngineError> {
         let slot = self.slot(vcpu)?;
         slot.state.store(super::vcpu_slot::IN_GUEST, SeqCst);
-        if !slot.pending.swap(false, SeqCst) {
+        // Store(state) → load(pending) must not reorder; the fence states it
+        // for loom too, which models SeqCst accesses as AcqRel. On x86 the
+        // SeqCst store is already a full barrier.
+        fence(SeqCst);
+        if slot
+            .pending
+            .compare_exchange(true, false, SeqCst, SeqCst)
+            .is_err()
+        {
             return Ok(PendingFlush::default());
         }
         let [l1, l2] = {

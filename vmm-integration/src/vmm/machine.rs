@@ -84,6 +84,7 @@ pub struct Machine {
     // registration it uses.
     vm: VmFd,
     mem: GuestMemoryMmap,
+    layout: GuestLayout,
     vcpus: Vec<VcpuFd>,
     partition: Arc<Partition>,
     flush: Option<Arc<KvmUserspaceFlush<GuestMemoryMmap>>>,
@@ -210,6 +211,7 @@ impl Machine {
         Ok(Self {
             vm,
             mem,
+            layout,
             vcpus: vcpu_fds,
             partition,
             flush,
@@ -271,8 +273,10 @@ impl Machine {
                 markers: Arc::clone(&markers),
                 start,
                 echo: self.options.echo_console,
-                steal_time_gpa: guest::layout::STEAL_TIME_GPA
-                    + index as u64 * guest::layout::STEAL_TIME_RECORD_SIZE,
+                steal_time_gpa: self
+                    .layout
+                    .steal_time_gpa(index as u32)
+                    .map_err(MachineError::Layout)?,
             };
             let tx = tx.clone();
             let handle = std::thread::Builder::new()
@@ -305,7 +309,13 @@ impl Machine {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             let elapsed = start.elapsed();
-            if !stop_requested && self.options.duration.is_some_and(|d| elapsed >= d) {
+            let marker_seen = self.options.stop_on_marker.is_some_and(|value| {
+                let markers = markers.lock().unwrap_or_else(|e| e.into_inner());
+                markers.iter().any(|m| m.value == value)
+            });
+            if !stop_requested
+                && (marker_seen || self.options.duration.is_some_and(|d| elapsed >= d))
+            {
                 stop_requested = true;
                 guest::request_stop(&self.mem).map_err(MachineError::Boot)?;
             }

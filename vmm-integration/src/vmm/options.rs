@@ -39,6 +39,9 @@ pub struct RunOptions {
     pub param: u64,
     /// Echo guest console output to stderr.
     pub echo_console: bool,
+    /// Ask the guest to stop (control page `stop`) once any vCPU writes
+    /// this bench marker (the bench's spinning targets end this way).
+    pub stop_on_marker: Option<u32>,
 }
 
 impl Default for RunOptions {
@@ -54,6 +57,7 @@ impl Default for RunOptions {
             iterations: 0,
             param: 0,
             echo_console: true,
+            stop_on_marker: None,
         }
     }
 }

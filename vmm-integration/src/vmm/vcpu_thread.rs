@@ -11,7 +11,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use super::console::Console;
 use super::report::{Marker, VcpuOutcome};
 use crate::guest::BootError;
-use crate::guest::layout::{CONSOLE_PORT, EXIT_PORT, MARKER_PORT};
+use crate::guest::layout::{BENCH_STUB_GPA, CONSOLE_PORT, EXIT_PORT, MARKER_PORT};
 use crate::kvm::userspace::{
     ExitHandled, KvmHypercallRegs, KvmUserspaceFlush, KvmVcpuFlush, VcpuKickers, hypercall_stub,
 };
@@ -19,20 +19,18 @@ use crate::kvm::userspace::{
 /// Port of the bench's trap-only stub: the same `out imm8, al; ret` as the
 /// hypercall page, so the two round trips differ only in what the VMM does.
 pub const BENCH_TRAP_PORT: u8 = 0x9a;
-/// Where the VMM puts the trap-only stub (VMM-owned, below 1 MiB).
-const BENCH_TRAP_STUB_GPA: u64 = 0xa000;
 
 /// Writes the bench's trap stub; returns its GPA for the control page.
 pub(crate) fn install_bench_trap_stub(mem: &GuestMemoryMmap) -> Result<u64, BootError> {
     mem.write_slice(
         &hypercall_stub(BENCH_TRAP_PORT),
-        GuestAddress(BENCH_TRAP_STUB_GPA),
+        GuestAddress(BENCH_STUB_GPA),
     )
     .map_err(|source| BootError::WriteMemory {
         what: "bench trap stub",
         source,
     })?;
-    Ok(BENCH_TRAP_STUB_GPA)
+    Ok(BENCH_STUB_GPA)
 }
 
 pub(crate) struct VcpuThread {

@@ -117,6 +117,7 @@ impl RunArgs {
             iterations: 0,
             param: 0,
             echo_console: !self.quiet,
+            stop_on_marker: None,
         })
     }
 }

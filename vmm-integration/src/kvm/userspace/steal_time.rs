@@ -67,6 +67,11 @@ impl StealTimeRecord {
         }
     }
 
+    /// A handle to an already registered record at `gpa`.
+    pub(crate) fn at(gpa: u64) -> Self {
+        Self { gpa }
+    }
+
     /// The record's GPA.
     pub fn gpa(&self) -> u64 {
         self.gpa
@@ -122,7 +127,7 @@ impl StealTimeRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::GuestMemoryMmap;
+    use vm_memory::{Bytes, GuestMemoryMmap};
 
     fn record_at(gpa: u64) -> (GuestMemoryMmap, StealTimeRecord) {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
@@ -154,12 +159,5 @@ mod tests {
         assert_eq!(rec.preempted_byte(&mem), Some(KVM_VCPU_FLUSH_TLB));
         let (mem, rec) = record_at(1 << 30);
         assert!(rec.arm_flush(&mem).is_err());
-    }
-}
-
-impl StealTimeRecord {
-    /// A handle to an already registered record at `gpa`.
-    pub(crate) fn at(gpa: u64) -> Self {
-        Self { gpa }
     }
 }
