@@ -1,6 +1,9 @@
 # storm: every vCPU flushes pseudo-random target sets with random call kinds
 # (xorshift64 seeded by the vCPU index) until the control page's `stop` word
 # becomes 1, checks every status, prints its call count and exits 0.
+# HV_STATUS_ACCESS_DENIED is accepted and counted: the VMM may switch the
+# flush service off at run time (a Linux guest then falls back to IPIs) and
+# on again. Any other unexpected status fails.
 # Failure code 0x4CC: CC = call code of the failed call.
 #
 # One random word per call: bits 63:62 call (Space, List, SpaceEx, ListEx),
@@ -11,6 +14,7 @@
 .equ S_EXPECT, PV_TMP + 8       # expected RAX
 .equ S_GVAS, PV_TMP + 16        # GVA ranges of a List call
 .equ S_QWORDS, PV_TMP + 24      # input size in qwords (fast input must fit 14)
+.equ S_DENIED, PV_TMP + 32      # calls answered ACCESS_DENIED (service off)
 
 WORKLOAD_BEGIN storm
     WORKLOAD_ENTRY storm
@@ -19,6 +23,7 @@ WORKLOAD_BEGIN storm
     mov rcx, 0x9e3779b97f4a7c15     # golden-ratio seed spreading, never 0 times 1..64
     imul rax, rcx
     mov [r15 + PV_RNG], rax
+    mov qword ptr [r15 + S_DENIED], 0
 
 storm_loop:
     cmp qword ptr [rbp + CTL_STOP], 0
@@ -101,7 +106,11 @@ storm_kind:
 4:  mov rsi, [r15 + S_EXPECT]
     cmp rax, rsi
     je 5f
-    mov rdx, rax
+    cmp rax, HV_STATUS_ACCESS_DENIED
+    jne 7f
+    inc qword ptr [r15 + S_DENIED]
+    jmp storm_loop
+7:  mov rdx, rax
     mov rdi, [r15 + S_CONTROL]
     and edi, 0xff
     or edi, 0x400
@@ -113,6 +122,9 @@ storm_done:
     PRINT storm, storm_s_calls
     mov rax, [r15 + PV_COUNT]
     call storm_print_hex
+    PRINT storm, storm_s_denied
+    mov rax, [r15 + S_DENIED]
+    call storm_print_hex
     PRINT storm, storm_s_newline
     EXIT 0
 
@@ -120,4 +132,6 @@ storm_done:
 
 storm_s_calls:
     .asciz "storm: calls made "
+storm_s_denied:
+    .asciz ", access denied "
 WORKLOAD_END storm
