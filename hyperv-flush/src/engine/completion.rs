@@ -98,14 +98,20 @@ impl WaitClock {
         }
     }
 
-    /// Backs off: a short spin first (targets usually exit within a few
-    /// microseconds), then yields the CPU to the threads we wait for.
+    /// Backs off: a short spin first (a running target exits within a few
+    /// microseconds), then a few yields, then short sleeps. Sleeping matters
+    /// under overcommit: a kicked target that is runnable but not running
+    /// needs this CPU to leave the guest, and `sched_yield` alone does not
+    /// reliably hand it over.
     pub(crate) fn pause(&mut self) {
         self.spins = self.spins.saturating_add(1);
-        if cfg!(not(loom)) && self.spins < 64 {
-            std::hint::spin_loop();
-        } else {
-            super::sync::yield_now();
+        #[cfg(not(loom))]
+        match self.spins {
+            0..64 => std::hint::spin_loop(),
+            64..80 => super::sync::yield_now(),
+            _ => std::thread::sleep(Duration::from_micros(20)),
         }
+        #[cfg(loom)]
+        super::sync::yield_now();
     }
 }
