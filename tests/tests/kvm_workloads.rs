@@ -156,3 +156,41 @@ fn an_image_that_never_ends_times_out() {
     assert!(!report.passed());
     assert!(report.failure().unwrap().contains("timeout"));
 }
+
+fn bench_run(vcpus: u32, running_targets: u64) -> RunReport {
+    let mut opts = options(Workload::Bench, vcpus);
+    // The trap phase (before any flush) gives idle vCPUs time to exit.
+    opts.iterations = 200;
+    opts.param = running_targets;
+    opts.stop_on_marker = Some(vmm_integration::guest::layout::marker::HYPERCALL_END);
+    run(opts)
+}
+
+#[test]
+fn targets_outside_kvm_run_are_never_kicked() {
+    if !kvm_available() {
+        return;
+    }
+    // The other vCPUs exit at once: every flush targets vCPUs that are
+    // outside KVM_RUN, which must be queued for, never kicked or waited on.
+    let report = bench_run(3, 0);
+    assert!(report.passed(), "{:?}", report.failure());
+    let c = &report.counters;
+    assert!(c.targets >= 400, "every call targeted the two idle vCPUs");
+    assert_eq!(c.kicks, 0, "idle targets were kicked");
+}
+
+#[test]
+fn running_targets_are_kicked_once_per_call() {
+    if !kvm_available() {
+        return;
+    }
+    let report = bench_run(2, 1);
+    assert!(report.passed(), "{:?}", report.failure());
+    let c = &report.counters;
+    assert!(
+        c.kicks >= 200,
+        "the spinning target is in KVM_RUN at every call"
+    );
+    assert_eq!(c.unresponsive, 0);
+}

@@ -3,6 +3,7 @@
 
 pub mod cpuid;
 pub mod decision;
+pub mod error_chain;
 #[cfg(feature = "kvm")]
 pub mod guest;
 #[cfg(feature = "kvm")]

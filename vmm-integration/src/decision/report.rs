@@ -74,7 +74,7 @@ pub fn probe_host(config: &HypervFlushConfig) -> ProbeReport {
     #[cfg(feature = "kvm")]
     match crate::kvm::probe::probe_kvm() {
         Ok(facts) => return probe_report(config, HostFacts::kvm(facts)),
-        Err(e) => notes.push(error_chain(&e)),
+        Err(e) => notes.push(crate::error_chain::error_line(&e)),
     }
     #[cfg(feature = "mshv")]
     match crate::mshv::probe::probe_mshv() {
@@ -83,20 +83,9 @@ pub fn probe_host(config: &HypervFlushConfig) -> ProbeReport {
             host.notes = notes;
             return probe_report(config, host);
         }
-        Err(e) => notes.push(error_chain(&e)),
+        Err(e) => notes.push(crate::error_chain::error_line(&e)),
     }
     probe_report(config, HostFacts::none(notes))
-}
-
-#[cfg(any(feature = "kvm", feature = "mshv"))]
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let _ = write!(s, ": {c}");
-        cur = c.source();
-    }
-    s
 }
 
 fn path_name(p: FlushPath) -> &'static str {

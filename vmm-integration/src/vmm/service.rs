@@ -239,7 +239,7 @@ impl FlushService for VmmFlushService {
         let next = update
             .apply_to(&old_next)
             .map_err(|e| UpdateError::Invalid {
-                reasons: error_chain(&e),
+                reasons: crate::error_chain::error_chain(&e),
             })?;
         if next == old_next {
             return Ok(UpdateOutcome::Applied);
@@ -373,14 +373,4 @@ fn service_path(path: FlushPath) -> ServicePath {
 
 fn on_off(on: bool) -> String {
     if on { "on" } else { "off" }.to_owned()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> Vec<String> {
-    let mut chain = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        chain.push(s.to_string());
-        source = s.source();
-    }
-    chain
 }

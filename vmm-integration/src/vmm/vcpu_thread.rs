@@ -10,6 +10,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::console::Console;
 use super::report::{Marker, VcpuOutcome};
+use crate::error_chain::error_line;
 use crate::guest::BootError;
 use crate::guest::layout::{BENCH_STUB_GPA, CONSOLE_PORT, EXIT_PORT, MARKER_PORT};
 use crate::kvm::userspace::{
@@ -81,7 +82,7 @@ impl VcpuThread {
             Some(flush) => flush
                 .setup_vcpu(&mut self.vcpu, self.index, self.steal_time_gpa)
                 .map(Some)
-                .map_err(|e| error_chain(&e)),
+                .map_err(|e| error_line(&e)),
             None => {
                 let immediate_exit = &raw mut self.vcpu.get_kvm_run().immediate_exit;
                 // SAFETY: points into this vCPU's kvm_run mapping, which lives
@@ -100,7 +101,7 @@ impl VcpuThread {
         match hooks {
             Some(h) => {
                 if let Err(e) = h.before_entry() {
-                    return Pending::End(VcpuOutcome::Error(error_chain(&e)));
+                    return Pending::End(VcpuOutcome::Error(error_line(&e)));
                 }
             }
             None => self.kickers.clear_immediate_exit(self.index),
@@ -207,16 +208,4 @@ impl VcpuThread {
             },
         }
     }
-}
-
-/// An error and its sources on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

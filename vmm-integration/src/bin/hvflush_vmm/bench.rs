@@ -13,7 +13,8 @@ use vmm_integration::guest::Workload;
 use vmm_integration::guest::layout::marker;
 use vmm_integration::vmm::{self, GuestProgram, RunOptions, RunReport};
 
-use super::cli::{FlushArgs, error_chain};
+use super::cli::FlushArgs;
+use vmm_integration::error_chain::error_line;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -59,7 +60,7 @@ fn measure(args: &BenchArgs, vcpus: u32, running: u32, iterations: u64) -> Resul
         stop_on_marker: Some(marker::HYPERCALL_END),
         ..Default::default()
     };
-    let report = vmm::run(&options).map_err(|e| error_chain(&e))?;
+    let report = vmm::run(&options).map_err(|e| error_line(&e))?;
     if !report.passed() {
         return Err(format!(
             "bench VM ({vcpus} vCPUs) failed: {}",

@@ -12,6 +12,7 @@ use hvflush_api::config_file::merge_config;
 use hvflush_api::events::MonitorOptions;
 use hvflush_api::{ApiServer, ApiSocketConfig, EventMonitor, EventMonitorConfig};
 use vmm_integration::decision::{probe_host, render_probe_human};
+use vmm_integration::error_chain::error_line;
 use vmm_integration::guest::Workload;
 use vmm_integration::vmm::{
     EventObserver, EventReporting, GuestProgram, Machine, RunOptions, RunReport, VmmFlushService,
@@ -50,7 +51,7 @@ pub struct FlushArgs {
 impl FlushArgs {
     pub fn config(&self) -> Result<HypervFlushConfig, String> {
         merge_config(self.config.as_deref(), self.hyperv_flush.as_deref())
-            .map_err(|e| error_chain(&e))
+            .map_err(|e| error_line(&e))
     }
 }
 
@@ -87,11 +88,11 @@ pub struct RunArgs {
     pub quiet: bool,
     /// Serve the REST API (docs/api.md) on this Unix socket.
     #[arg(long, value_name = "path=PATH|fd=N", help = ApiSocketConfig::SYNTAX,
-          value_parser = |s: &str| ApiSocketConfig::parse(s).map_err(|e| error_chain(&e)))]
+          value_parser = |s: &str| ApiSocketConfig::parse(s).map_err(|e| error_line(&e)))]
     pub api_socket: Option<ApiSocketConfig>,
     /// Write flush-path events (docs/api.md, "Events") here.
     #[arg(long, value_name = "path=FILE|fd=N", help = EventMonitorConfig::SYNTAX,
-          value_parser = |s: &str| EventMonitorConfig::parse(s).map_err(|e| error_chain(&e)))]
+          value_parser = |s: &str| EventMonitorConfig::parse(s).map_err(|e| error_line(&e)))]
     pub event_monitor: Option<EventMonitorConfig>,
     /// Seconds between `flush-summary` events (with --event-monitor).
     #[arg(long, value_name = "SECS", default_value_t = 5,
@@ -172,7 +173,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, String> {
 fn run_served(args: &RunArgs, options: &RunOptions) -> Result<RunReport, String> {
     let monitor = match &args.event_monitor {
         Some(config) => Some(Arc::new(
-            EventMonitor::open(config, MonitorOptions::default()).map_err(|e| error_chain(&e))?,
+            EventMonitor::open(config, MonitorOptions::default()).map_err(|e| error_line(&e))?,
         )),
         None => None,
     };
@@ -183,7 +184,7 @@ fn run_served(args: &RunArgs, options: &RunOptions) -> Result<RunReport, String>
         Some(o) => Machine::create_with_observer(options, o.clone()),
         None => Machine::create(options),
     }
-    .map_err(|e| error_chain(&e))?;
+    .map_err(|e| error_line(&e))?;
     if let Some(o) = &observer {
         o.attach(machine.partition(), machine.guest_memory().clone());
     }
@@ -204,7 +205,7 @@ fn run_served(args: &RunArgs, options: &RunOptions) -> Result<RunReport, String>
             Ok(server) => Some(server),
             Err(e) => {
                 finish_events(reporting);
-                return Err(error_chain(&e));
+                return Err(error_line(&e));
             }
         },
         None => None,
@@ -214,12 +215,12 @@ fn run_served(args: &RunArgs, options: &RunOptions) -> Result<RunReport, String>
         server.shutdown();
     }
     finish_events(reporting);
-    result.map_err(|e| error_chain(&e))
+    result.map_err(|e| error_line(&e))
 }
 
 fn finish_events(reporting: Option<EventReporting>) {
     if let Some(Err(e)) = reporting.map(EventReporting::finish) {
-        eprintln!("hvflush-vmm: {}", error_chain(&e));
+        eprintln!("hvflush-vmm: {}", error_line(&e));
     }
 }
 
@@ -232,16 +233,4 @@ pub fn probe(args: ProbeArgs) -> Result<ExitCode, String> {
         print!("{}", render_probe_human(&report));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// An error and its sources on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
