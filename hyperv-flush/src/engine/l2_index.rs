@@ -1,71 +1,306 @@
 //! Index from L2 (vm_id, vp_id) to the vCPUs running that nested context,
 //! so L2 routing costs O(targets), not O(vCPUs) like KVM's scan
 //! (arch/x86/kvm/hyperv.c `kvm_hv_flush_tlb`, guest-mode branch).
+//!
+//! The index also keeps every vCPU's current context and the slot of its
+//! L2 VM, so routing a request needs neither the caller's context mutex
+//! nor a hash lookup: one read lock, then bank words. vp_ids of a sparse
+//! set are < 4096 (64 banks × 64, TLFS 6.0 §7.6.2 "HV_VP_SET"), so each VM
+//! keeps a bitmap of the vp_ids present and, per present vp_id in
+//! ascending order, the vCPU running it; a request's bank ANDed with the
+//! VM's present-bank word names the hits directly.
 
 use std::collections::HashMap;
 
-use super::vcpu_set::VcpuSet;
+use super::vcpu_set::{SetBits, VcpuSet};
+use super::vcpu_slot::NestedContext;
 use crate::decode::ProcessorSet;
 
-#[derive(Default)]
+/// VP ids a sparse set can name (64 banks of 64).
+const VP_BANKS: usize = 64;
+
+/// The vCPUs running VPs of one L2 VM.
 struct L2Vm {
-    /// vCPUs currently running any VP of this L2 VM.
-    members: Vec<usize>,
-    /// vp_id → vCPUs running it (usually one).
-    by_vp: HashMap<u32, Vec<usize>>,
+    /// Bit `b`: `present[b]` is non-zero.
+    present_banks: u64,
+    /// vp_ids (< 4096) run by at least one vCPU.
+    present: [u64; VP_BANKS],
+    /// Number of present vp_ids in banks before `b`: with a popcount
+    /// inside the bank, the rank of a vp_id in `first`.
+    base: [u16; VP_BANKS],
+    /// The (first) vCPU running each present vp_id, in vp_id order.
+    first: Vec<u32>,
+    /// Further vCPUs on an already present vp_id, as (vp_id, vCPU). Only
+    /// a misbehaving L1 runs one VP on two vCPUs at once: normally empty.
+    extra: Vec<(u32, u32)>,
+    /// Every vCPU running this VM, including vp_ids ≥ 4096 (which only a
+    /// flush of all processors reaches, as in KVM).
+    members: VcpuSet,
+}
+
+impl Default for L2Vm {
+    fn default() -> Self {
+        Self {
+            present_banks: 0,
+            present: [0; VP_BANKS],
+            base: [0; VP_BANKS],
+            first: Vec::new(),
+            extra: Vec::new(),
+            members: VcpuSet::default(),
+        }
+    }
+}
+
+/// Bank, bit mask and rank of `vp` (< 4096) in `vm.first`.
+fn locate(vm: &L2Vm, vp: u32) -> (usize, u64, usize) {
+    let bank = vp as usize / 64;
+    let bit = 1u64 << (vp % 64);
+    let below = (vm.present[bank] & (bit - 1)).count_ones() as usize;
+    (bank, bit, usize::from(vm.base[bank]) + below)
+}
+
+impl L2Vm {
+    fn insert(&mut self, vp: u32, vcpu: u32) {
+        self.members.insert(vcpu as usize);
+        if vp as usize >= VP_BANKS * 64 {
+            return;
+        }
+        let (bank, bit, rank) = locate(self, vp);
+        if self.present[bank] & bit != 0 {
+            self.extra.push((vp, vcpu));
+            return;
+        }
+        self.first.insert(rank, vcpu);
+        self.present[bank] |= bit;
+        self.present_banks |= 1 << bank;
+        self.base[bank + 1..].iter_mut().for_each(|b| *b += 1);
+    }
+
+    fn remove(&mut self, vp: u32, vcpu: u32) {
+        self.members.remove(vcpu as usize);
+        if vp as usize >= VP_BANKS * 64 {
+            return;
+        }
+        if let Some(i) = self.extra.iter().position(|&e| e == (vp, vcpu)) {
+            self.extra.swap_remove(i);
+            return;
+        }
+        let (bank, bit, rank) = locate(self, vp);
+        if self.present[bank] & bit == 0 || self.first.get(rank) != Some(&vcpu) {
+            return;
+        }
+        // Another vCPU still runs this vp_id: it takes the slot.
+        if let Some(i) = self.extra.iter().position(|&(v, _)| v == vp) {
+            self.first[rank] = self.extra.swap_remove(i).1;
+            return;
+        }
+        self.first.remove(rank);
+        self.present[bank] &= !bit;
+        if self.present[bank] == 0 {
+            self.present_banks &= !(1 << bank);
+        }
+        self.base[bank + 1..].iter_mut().for_each(|b| *b -= 1);
+    }
+
+    /// Adds the vCPUs running a vp_id in `set` to `out`.
+    fn route(&self, set: &ProcessorSet, out: &mut VcpuSet) {
+        let ProcessorSet::Sparse {
+            valid_bank_mask,
+            banks,
+        } = set
+        else {
+            out.union_with(&self.members);
+            return;
+        };
+        for bank in SetBits(valid_bank_mask & self.present_banks) {
+            let present = self.present[bank];
+            let base = usize::from(self.base[bank]);
+            for bit in SetBits(banks[bank] & present) {
+                let rank = base + (present & ((1u64 << bit) - 1)).count_ones() as usize;
+                if let Some(&vcpu) = self.first.get(rank) {
+                    out.insert(vcpu as usize);
+                }
+            }
+        }
+        for &(vp, vcpu) in &self.extra {
+            if set.contains(vp) {
+                out.insert(vcpu as usize);
+            }
+        }
+    }
 }
 
 /// The index (guarded by the partition's RwLock).
-#[derive(Default)]
 pub(crate) struct L2Index {
-    vms: HashMap<u64, L2Vm>,
+    /// VM slots; a slot without members is on `free`. At most one slot
+    /// per vCPU is ever in use, so this stays bounded by the vCPU count.
+    vms: Vec<L2Vm>,
+    free: Vec<u32>,
+    /// vm_id → slot. Only context changes look here (SipHash: vm_ids
+    /// come from L1), never routing.
+    slot_of: HashMap<u64, u32>,
+    /// Per vCPU: its context and the slot of its VM.
+    current: Box<[Option<(NestedContext, u32)>]>,
 }
 
 impl L2Index {
-    pub(crate) fn insert(&mut self, vm_id: u64, vp_id: u32, vcpu: usize) {
-        let vm = self.vms.entry(vm_id).or_default();
-        vm.members.push(vcpu);
-        vm.by_vp.entry(vp_id).or_default().push(vcpu);
-    }
-
-    pub(crate) fn remove(&mut self, vm_id: u64, vp_id: u32, vcpu: usize) {
-        let Some(vm) = self.vms.get_mut(&vm_id) else {
-            return;
-        };
-        vm.members.retain(|v| *v != vcpu);
-        if let Some(list) = vm.by_vp.get_mut(&vp_id) {
-            list.retain(|v| *v != vcpu);
-            if list.is_empty() {
-                vm.by_vp.remove(&vp_id);
-            }
-        }
-        if vm.members.is_empty() {
-            self.vms.remove(&vm_id);
+    pub(crate) fn new(vcpus: usize) -> Self {
+        Self {
+            vms: Vec::new(),
+            free: Vec::new(),
+            slot_of: HashMap::new(),
+            current: vec![None; vcpus].into_boxed_slice(),
         }
     }
 
-    /// vCPUs running a VP of `vm_id` that is in `set`; walks whichever is
-    /// smaller, the set or the VM's members.
-    pub(crate) fn route(&self, vm_id: u64, set: &ProcessorSet, out: &mut VcpuSet) {
-        let Some(vm) = self.vms.get(&vm_id) else {
+    /// Records that `vcpu` now runs `context` (`None`: L1 itself).
+    pub(crate) fn set(&mut self, vcpu: usize, context: Option<NestedContext>) {
+        let Some(current) = self.current.get_mut(vcpu) else {
             return;
         };
-        match set.len() {
-            Some(n) if (n as usize) < vm.members.len() => {
-                for vp in set.vp_indices() {
-                    for &v in vm.by_vp.get(&vp).into_iter().flatten() {
-                        out.insert(v);
-                    }
-                }
+        let old = current.take();
+        let vcpu_id = vcpu as u32;
+        if let Some((ctx, slot)) = old {
+            let vm = &mut self.vms[slot as usize];
+            vm.remove(ctx.vp_id, vcpu_id);
+            if vm.members.is_empty() {
+                *vm = L2Vm::default();
+                self.slot_of.remove(&ctx.vm_id);
+                self.free.push(slot);
             }
-            Some(_) => {
-                for (vp, vcpus) in &vm.by_vp {
-                    if set.contains(*vp) {
-                        vcpus.iter().for_each(|&v| out.insert(v));
-                    }
-                }
-            }
-            None => vm.members.iter().for_each(|&v| out.insert(v)),
         }
+        let Some(ctx) = context else {
+            return;
+        };
+        let slot = match self.slot_of.get(&ctx.vm_id) {
+            Some(&slot) => slot,
+            None => {
+                let slot = self.free.pop().unwrap_or_else(|| {
+                    self.vms.push(L2Vm::default());
+                    (self.vms.len() - 1) as u32
+                });
+                self.slot_of.insert(ctx.vm_id, slot);
+                slot
+            }
+        };
+        self.vms[slot as usize].insert(ctx.vp_id, vcpu_id);
+        self.current[vcpu] = Some((ctx, slot));
+    }
+
+    /// Adds to `out` the vCPUs running a VP of the caller's L2 VM whose
+    /// vp_id is in `set`; returns the caller's context (`None`: the caller
+    /// runs no L2 context, nothing is routed).
+    pub(crate) fn route(
+        &self,
+        caller: usize,
+        set: &ProcessorSet,
+        out: &mut VcpuSet,
+    ) -> Option<NestedContext> {
+        let (ctx, slot) = (*self.current.get(caller)?)?;
+        if let Some(vm) = self.vms.get(slot as usize) {
+            vm.route(set, out);
+        }
+        Some(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::MAX_SPARSE_BANKS;
+
+    fn ctx(vm_id: u64, vp_id: u32) -> Option<NestedContext> {
+        Some(NestedContext {
+            vm_id,
+            vp_id,
+            partition_assist_gpa: 0,
+        })
+    }
+
+    fn sparse(vps: &[u32]) -> ProcessorSet {
+        let mut banks = [0u64; MAX_SPARSE_BANKS];
+        let mut valid_bank_mask = 0;
+        for &vp in vps {
+            banks[vp as usize / 64] |= 1 << (vp % 64);
+            valid_bank_mask |= 1 << (vp / 64);
+        }
+        ProcessorSet::Sparse {
+            valid_bank_mask,
+            banks,
+        }
+    }
+
+    /// The reference: KVM's scan over every vCPU's context.
+    fn scan(contexts: &[Option<NestedContext>], caller: usize, set: &ProcessorSet) -> VcpuSet {
+        let Some(me) = contexts[caller] else {
+            return VcpuSet::default();
+        };
+        contexts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_some_and(|c| c.vm_id == me.vm_id && set.contains(c.vp_id)))
+            .map(|(v, _)| v)
+            .collect()
+    }
+
+    fn routed(index: &L2Index, caller: usize, set: &ProcessorSet) -> VcpuSet {
+        let mut out = VcpuSet::default();
+        index.route(caller, set, &mut out);
+        out
+    }
+
+    #[test]
+    fn index_matches_the_scan_through_context_changes() {
+        const VCPUS: usize = 200;
+        let mut index = L2Index::new(VCPUS);
+        let mut contexts = vec![None; VCPUS];
+        // A deterministic walk through inserts, moves, duplicates (two
+        // vCPUs on one VP), vp_ids ≥ 4096 and removals.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for step in 0..4000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let vcpu = (x % VCPUS as u64) as usize;
+            let new = match (x >> 20) % 5 {
+                0 => None,
+                1 => ctx(7, 4096 + (x >> 40) as u32 % 3),
+                2 => ctx(7, (x >> 40) as u32 % 8),
+                _ => ctx((x >> 30) % 3, (x >> 40) as u32 % 4096),
+            };
+            index.set(vcpu, new);
+            contexts[vcpu] = new;
+            if step % 50 == 0 {
+                let vps: Vec<u32> = (0..40)
+                    .map(|i| ((x >> i) as u32).wrapping_mul(97) % 4096)
+                    .collect();
+                for caller in [vcpu, (vcpu + 1) % VCPUS] {
+                    for set in [sparse(&vps), sparse(&[0, 1, 2, 3, 4, 5, 6, 7])] {
+                        assert_eq!(routed(&index, caller, &set), scan(&contexts, caller, &set));
+                    }
+                    let all = routed(&index, caller, &ProcessorSet::All);
+                    assert_eq!(all, scan(&contexts, caller, &ProcessorSet::All));
+                }
+            }
+        }
+        for v in 0..VCPUS {
+            index.set(v, None);
+        }
+        assert!(index.slot_of.is_empty());
+        assert_eq!(index.free.len(), index.vms.len());
+    }
+
+    #[test]
+    fn vm_slots_are_reused() {
+        let mut index = L2Index::new(4);
+        for vm_id in 0..100 {
+            index.set(0, ctx(vm_id, 1));
+            index.set(1, ctx(vm_id + 1000, 2));
+        }
+        assert!(index.vms.len() <= 4, "{}", index.vms.len());
+        assert_eq!(
+            index.route(3, &ProcessorSet::All, &mut VcpuSet::default()),
+            None
+        );
     }
 }

@@ -3,7 +3,6 @@
 
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
 
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
@@ -13,8 +12,11 @@ use super::counters::{CountersSnapshot, FlushPath, InputKind, Level, VcpuCounter
 use super::l2_index::L2Index;
 use super::observer::{FlushObserver, NoopObserver};
 use super::queue::{Enqueued, QueuedFlush};
-use super::sync::{Ordering::SeqCst, fence, lock};
-use super::vcpu_set::{MAX_VCPUS, VcpuSet};
+use super::sync::{
+    Ordering::{Release, SeqCst},
+    fence, lock,
+};
+use super::vcpu_set::{MAX_VCPUS, SetBits, VcpuSet};
 use super::vcpu_slot::{NestedContext, OUTSIDE, STOPPED, VcpuSlot, queue_index};
 use super::vp_map::{VpIndexError, VpMap};
 use crate::abi::{HvStatus, HypercallControl, synthetic_exit};
@@ -113,7 +115,7 @@ impl Partition {
                 .map(|_| VcpuSlot::new(config.vcpus))
                 .collect(),
             vp_map: VpMap::identity(config.vcpus),
-            l2_index: RwLock::new(L2Index::default()),
+            l2_index: RwLock::new(L2Index::new(config.vcpus)),
             offer: AtomicU8::new(0),
             used_paths: AtomicU32::new(0),
             wait: config.wait,
@@ -193,13 +195,11 @@ impl Partition {
         if *current == context {
             return Ok(());
         }
+        // Lock order: the vCPU's `nested`, then the index. Routing reads the
+        // index alone (it keeps its own copy of every vCPU's context), and
+        // both copies change together under the index's write lock.
         let mut index = self.l2_index.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = *current {
-            index.remove(old.vm_id, old.vp_id, vcpu);
-        }
-        if let Some(new) = context {
-            index.insert(new.vm_id, new.vp_id, vcpu);
-        }
+        index.set(vcpu, context);
         *current = context;
         Ok(())
     }
@@ -226,8 +226,8 @@ impl Partition {
         M: GuestMemory,
         K: VcpuKicker + ?Sized,
     {
-        let start = Instant::now();
         let counters = &self.slot(caller)?.counters;
+        let start = counters.latency.sample_start();
         let control = HypercallControl::from(regs.control());
         let path =
             FlushCall::from_code(crate::abi::HvCallCode(control.code())).map(|call| FlushPath {
@@ -249,9 +249,9 @@ impl Partition {
             Err(HvStatus::ACCESS_DENIED)
         } else {
             crate::decode::decode(regs, mem, self.offer()).and_then(|request| {
-                self.flush(caller, level, &request, kicker)?;
-                if level == Level::L2 {
-                    synthetic_vmexit = self.tlb_lock_held(caller, mem)?;
+                let l2_context = self.flush_routed(caller, level, &request, kicker)?;
+                if let Some(ctx) = l2_context {
+                    synthetic_vmexit = tlb_lock_held(&ctx, mem)?;
                 }
                 Ok(request.rep_count)
             })
@@ -268,9 +268,9 @@ impl Partition {
             VcpuCounters::bump(&counters.synthetic_exits, 1);
             self.observer.synthetic_vmexit(caller);
         }
-        counters
-            .latency
-            .record(start.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64);
+        if let Some(start) = start {
+            counters.latency.record_since(start);
+        }
         Ok(HypercallOutcome {
             result: status.to_result(reps),
             status,
@@ -287,22 +287,6 @@ impl Partition {
         }
     }
 
-    /// After a successful L2 flush: whether L1 holds its TLB lock
-    /// (`tlb_lock_count` ≠ 0). An unreadable page is
-    /// `INVALID_HYPERCALL_INPUT` (KVM `kvm_hv_hypercall_complete`).
-    fn tlb_lock_held<M: GuestMemory>(&self, caller: usize, mem: &M) -> Result<bool, HvStatus> {
-        let ctx = self
-            .nested_context(caller)
-            .ok_or(HvStatus::INVALID_HYPERCALL_INPUT)?;
-        let addr = ctx
-            .partition_assist_gpa
-            .wrapping_add(synthetic_exit::PARTITION_ASSIST_TLB_LOCK_COUNT_OFFSET);
-        let count: u32 = mem
-            .read_obj(GuestAddress(addr))
-            .map_err(|_| HvStatus::INVALID_HYPERCALL_INPUT)?;
-        Ok(count != 0)
-    }
-
     /// The vCPUs a request from `caller` at `level` targets.
     ///
     /// L1: VP indices through the VP map (unknown VPs are ignored, like
@@ -315,24 +299,53 @@ impl Partition {
         set: &ProcessorSet,
         out: &mut VcpuSet,
     ) -> Result<(), HvStatus> {
+        self.route_inner(caller, level, set, out).map(|_| ())
+    }
+
+    /// [`Self::route`], also returning the caller's nested context for L2.
+    fn route_inner(
+        &self,
+        caller: usize,
+        level: Level,
+        set: &ProcessorSet,
+        out: &mut VcpuSet,
+    ) -> Result<Option<NestedContext>, HvStatus> {
         match (level, set) {
-            (Level::L1, ProcessorSet::All) => (0..self.slots.len()).for_each(|v| out.insert(v)),
-            (Level::L1, ProcessorSet::Sparse { .. }) => {
-                for vp in set.vp_indices() {
-                    if let Some(v) = self.vp_map.vcpu(vp) {
-                        out.insert(v);
+            (Level::L1, ProcessorSet::All) => {
+                // Whole words at a time: vCPUs 0..n.
+                let n = self.slots.len();
+                for word in 0..n / 64 {
+                    out.insert_word(word, u64::MAX);
+                }
+                if n % 64 != 0 {
+                    out.insert_word(n / 64, (1 << (n % 64)) - 1);
+                }
+                Ok(None)
+            }
+            (
+                Level::L1,
+                ProcessorSet::Sparse {
+                    valid_bank_mask,
+                    banks,
+                },
+            ) => {
+                for bank in SetBits(*valid_bank_mask) {
+                    for bit in SetBits(banks[bank]) {
+                        if let Some(v) = self.vp_map.vcpu((bank * 64 + bit) as u32) {
+                            out.insert(v);
+                        }
                     }
                 }
+                Ok(None)
             }
             (Level::L2, _) => {
-                let ctx = self
-                    .nested_context(caller)
-                    .ok_or(HvStatus::INVALID_HYPERCALL_INPUT)?;
                 let index = self.l2_index.read().unwrap_or_else(|e| e.into_inner());
-                index.route(ctx.vm_id, set, out);
+                index
+                    .route(caller, set, out)
+                    .map(Some)
+                    .ok_or(HvStatus::INVALID_HYPERCALL_INPUT)
             }
         }
-        Ok(())
     }
 
     /// Routes, queues and completes a decoded request from `caller`.
@@ -343,12 +356,25 @@ impl Partition {
         request: &FlushRequest,
         kicker: &K,
     ) -> Result<(), HvStatus> {
+        self.flush_routed(caller, level, request, kicker)
+            .map(|_| ())
+    }
+
+    /// [`Self::flush`], also returning the caller's nested context for L2
+    /// (read once, under the same lock as the routing).
+    fn flush_routed<K: VcpuKicker + ?Sized>(
+        &self,
+        caller: usize,
+        level: Level,
+        request: &FlushRequest,
+        kicker: &K,
+    ) -> Result<Option<NestedContext>, HvStatus> {
         let Some(caller_slot) = self.slots.get(caller) else {
             return Err(HvStatus::INVALID_PARAMETER);
         };
         let counters = &caller_slot.counters;
         let mut targets = VcpuSet::default();
-        self.route(caller, level, &request.processors, &mut targets)?;
+        let l2_context = self.route_inner(caller, level, &request.processors, &mut targets)?;
         if request.too_many_entries {
             VcpuCounters::bump(&counters.flush_all_fallbacks, 1);
         }
@@ -367,7 +393,13 @@ impl Partition {
                 VcpuCounters::bump(&counters.flush_all_fallbacks, 1);
                 self.observer.queue_overflow(t, level);
             }
-            slot.pending.store(true, SeqCst);
+            // Release, not SeqCst: the SeqCst fence below orders this store
+            // before the run-state loads of `complete`, and `before_entry`
+            // fences between its state store and its pending CAS; two SeqCst
+            // fences make the pair a Dekker handshake whatever the ordering of
+            // the accesses themselves (C++ [atomics.fences]). Saves one locked
+            // instruction per target on x86.
+            slot.pending.store(true, Release);
             count += 1;
         }
         VcpuCounters::bump(&counters.targets, count);
@@ -376,7 +408,7 @@ impl Partition {
         fence(SeqCst);
         self.complete(caller_slot, &targets, kicker);
         self.observer.flush_completed(caller, level, &targets);
-        Ok(())
+        Ok(l2_context)
     }
 
     /// Kicks every target in the guest and waits until each has left it.
@@ -478,4 +510,18 @@ impl Partition {
     pub fn counters(&self) -> CountersSnapshot {
         CountersSnapshot::collect(self.slots.iter().map(|s| &s.counters))
     }
+}
+
+/// After a successful L2 flush: whether L1 holds its TLB lock
+/// (`tlb_lock_count` ≠ 0 in the partition assist page of `ctx`). An
+/// unreadable page is `INVALID_HYPERCALL_INPUT` (KVM
+/// `kvm_hv_hypercall_complete`).
+fn tlb_lock_held<M: GuestMemory>(ctx: &NestedContext, mem: &M) -> Result<bool, HvStatus> {
+    let addr = ctx
+        .partition_assist_gpa
+        .wrapping_add(synthetic_exit::PARTITION_ASSIST_TLB_LOCK_COUNT_OFFSET);
+    let count: u32 = mem
+        .read_obj(GuestAddress(addr))
+        .map_err(|_| HvStatus::INVALID_HYPERCALL_INPUT)?;
+    Ok(count != 0)
 }
