@@ -329,6 +329,29 @@ pub struct CountersReport {
     pub latency: LatencyReport,
     /// Events the event monitor dropped under pressure.
     pub events_dropped: u64,
+    /// What the kernel itself counts for this VM (KVM binary statistics,
+    /// and in offload mode the Hyper-V flush tracepoints), when readable.
+    /// In offload mode the kernel serves the flushes, so these are the
+    /// counters that move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelCounters>,
+}
+
+/// Counters the kernel keeps for the VM's vCPUs, summed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelCounters {
+    /// KVM `hypercalls` statistic (every hypercall the kernel handled).
+    pub hypercalls: Option<u64>,
+    /// KVM `tlb_flush` statistic (guest TLB flushes the kernel performed,
+    /// including those the userspace path requested).
+    pub tlb_flushes: Option<u64>,
+    /// L1 flush hypercalls served in the kernel (tracepoints; offload).
+    pub l1_flush_calls: Option<u64>,
+    /// L2 (direct) flush hypercalls served in the kernel (tracepoints; offload).
+    pub l2_flush_calls: Option<u64>,
+    /// Why a counter is absent.
+    pub limitations: Vec<String>,
 }
 
 /// The key of [`CountersReport::statuses`] for an HV status code.
@@ -352,6 +375,7 @@ impl Default for CountersReport {
             unresponsive_vcpus: 0,
             latency: LatencyReport::default(),
             events_dropped: 0,
+            kernel: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use thiserror::Error;
 use vm_memory::GuestMemoryMmap;
 
+use super::kernel_counters::KernelCounterSource;
 use super::options::{GuestProgram, RunOptions};
 use super::report::{RunReport, VcpuOutcome};
 use super::vcpu_thread::{self, VcpuThread};
@@ -86,6 +87,7 @@ pub struct Machine {
     mem: GuestMemoryMmap,
     layout: GuestLayout,
     vcpus: Vec<VcpuFd>,
+    kernel_counters: Arc<KernelCounterSource>,
     partition: Arc<Partition>,
     flush: Option<Arc<KvmUserspaceFlush<GuestMemoryMmap>>>,
     kickers: Arc<VcpuKickers>,
@@ -212,6 +214,7 @@ impl Machine {
             vm,
             mem,
             layout,
+            kernel_counters: Arc::new(KernelCounterSource::open(&vcpu_fds)),
             vcpus: vcpu_fds,
             partition,
             flush,
@@ -226,6 +229,11 @@ impl Machine {
     /// The engine (counters, VP map, runtime offer).
     pub fn partition(&self) -> &Arc<Partition> {
         &self.partition
+    }
+
+    /// The kernel's own counters for this VM (KVM statistics, tracepoints).
+    pub fn kernel_counters(&self) -> &Arc<KernelCounterSource> {
+        &self.kernel_counters
     }
 
     /// The path decision and its reasons.
@@ -262,6 +270,7 @@ impl Machine {
         let stop = Arc::new(AtomicBool::new(false));
         let markers = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
+        let tids = Arc::new(Mutex::new(Vec::new()));
         let mut handles = Vec::new();
         for (index, vcpu) in self.vcpus.drain(..).enumerate() {
             let thread = VcpuThread {
@@ -279,10 +288,16 @@ impl Machine {
                     .map_err(MachineError::Layout)?,
             };
             let tx = tx.clone();
+            let tids = Arc::clone(&tids);
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
                 .spawn(move || {
                     super::events::set_current_vcpu(index);
+                    // SAFETY: gettid has no preconditions.
+                    let tid = unsafe { libc::gettid() };
+                    tids.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(tid as u32);
                     let result = thread.run();
                     let _ = tx.send((index, result));
                 })
@@ -290,6 +305,9 @@ impl Machine {
             handles.push(handle);
         }
         drop(tx);
+        if self.decision.selected_mode == FlushPath::Offload {
+            self.start_offload_trace(&tids);
+        }
 
         let count = handles.len();
         let mut outcomes = vec![VcpuOutcome::Stopped; count];
@@ -358,6 +376,23 @@ impl Machine {
         drop(self.flush.take());
         let _ = &self.vm;
         Ok(report)
+    }
+}
+
+impl Machine {
+    /// Offload mode: once every vCPU thread has said who it is (bounded
+    /// wait), count the kernel's flush tracepoints for those threads.
+    fn start_offload_trace(&self, tids: &Mutex<Vec<u32>>) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let known = tids.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if known.len() == self.options.vcpus as usize || Instant::now() >= deadline {
+                let name = format!("hvflush-{}", std::process::id());
+                self.kernel_counters.start_trace(&name, &known);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 

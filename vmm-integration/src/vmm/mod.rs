@@ -5,6 +5,7 @@
 
 mod console;
 mod events;
+mod kernel_counters;
 mod machine;
 mod options;
 mod report;
@@ -12,6 +13,7 @@ mod service;
 mod vcpu_thread;
 
 pub use events::{EventObserver, EventReporting, UNKNOWN_CALL, UNKNOWN_VCPU, set_current_vcpu};
+pub use kernel_counters::KernelCounterSource;
 pub use machine::{Machine, MachineError};
 pub use options::{GuestProgram, RunOptions};
 pub use report::{Marker, RunReport, VcpuOutcome};

@@ -21,6 +21,7 @@ use hyperv_flush::abi::HvStatus;
 use hyperv_flush::decode::{FlushCall, Offer};
 use hyperv_flush::engine::{self, CountersSnapshot, InputKind, Partition};
 
+use super::kernel_counters::KernelCounterSource;
 use super::machine::{Machine, offer_for};
 use crate::decision::{
     self, Backend, ChangeTiming, Decision, FlushPath, HostFacts, runtime_change_effect,
@@ -48,6 +49,7 @@ pub struct VmmFlushService {
     decision: Decision,
     host: HostFacts,
     monitor: Option<Arc<EventMonitor>>,
+    kernel: Option<Arc<KernelCounterSource>>,
     configs: Mutex<Configs>,
 }
 
@@ -62,6 +64,14 @@ impl VmmFlushService {
             machine.flush_config().clone(),
             monitor,
         )
+        .with_kernel_counters(Arc::clone(machine.kernel_counters()))
+    }
+
+    /// Adds the kernel's counters (KVM statistics, tracepoints) to
+    /// `counters()`.
+    pub fn with_kernel_counters(mut self, source: Arc<KernelCounterSource>) -> Self {
+        self.kernel = Some(source);
+        self
     }
 
     /// The service from its parts: the engine, the boot decision, the host
@@ -78,6 +88,7 @@ impl VmmFlushService {
             decision,
             host,
             monitor,
+            kernel: None,
             configs: Mutex::new(Configs {
                 current: boot_config,
                 pending: None,
@@ -286,6 +297,7 @@ impl FlushService for VmmFlushService {
     fn counters(&self) -> CountersReport {
         let mut report = counters_report(&self.partition.counters());
         report.events_dropped = self.monitor.as_ref().map_or(0, |m| m.dropped_total());
+        report.kernel = self.kernel.as_ref().map(|k| k.read());
         report
     }
 }
