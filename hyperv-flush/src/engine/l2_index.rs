@@ -6,9 +6,9 @@
 //! L2 VM, so routing a request needs neither the caller's context mutex
 //! nor a hash lookup: one read lock, then bank words. vp_ids of a sparse
 //! set are < 4096 (64 banks × 64, TLFS 6.0 §7.6.2 "HV_VP_SET"), so each VM
-//! keeps a bitmap of the vp_ids present and, per present vp_id in
-//! ascending order, the vCPU running it; a request's bank ANDed with the
-//! VM's present-bank word names the hits directly.
+//! keeps a bitmap of the vp_ids present and, per bank in use, a table of
+//! the vCPU running each of its 64 vp_ids; a request's bank ANDed with the
+//! VM's present word names the hits directly, each one table load.
 
 use std::collections::HashMap;
 
@@ -25,11 +25,15 @@ struct L2Vm {
     present_banks: u64,
     /// vp_ids (< 4096) run by at least one vCPU.
     present: [u64; VP_BANKS],
-    /// Number of present vp_ids in banks before `b`: with a popcount
-    /// inside the bank, the rank of a vp_id in `first`.
-    base: [u16; VP_BANKS],
-    /// The (first) vCPU running each present vp_id, in vp_id order.
-    first: Vec<u32>,
+    /// Bit `b`: bank `b` has a table (it had a present vp_id since the VM
+    /// slot was last reset). A superset of `present_banks`.
+    tabled_banks: u64,
+    /// For a tabled bank: its index in `tables`.
+    table_of: [u8; VP_BANKS],
+    /// Per tabled bank, the (first) vCPU running each of its vp_ids
+    /// (meaningful where `present` has the bit). At most 64 tables, so a
+    /// VM uses at most 8 KiB however sparse its vp_ids are.
+    tables: Vec<[u16; 64]>,
     /// Further vCPUs on an already present vp_id, as (vp_id, vCPU). Only
     /// a misbehaving L1 runs one VP on two vCPUs at once: normally empty.
     extra: Vec<(u32, u32)>,
@@ -43,37 +47,40 @@ impl Default for L2Vm {
         Self {
             present_banks: 0,
             present: [0; VP_BANKS],
-            base: [0; VP_BANKS],
-            first: Vec::new(),
+            tabled_banks: 0,
+            table_of: [0; VP_BANKS],
+            tables: Vec::new(),
             extra: Vec::new(),
             members: VcpuSet::default(),
         }
     }
 }
 
-/// Bank, bit mask and rank of `vp` (< 4096) in `vm.first`.
-fn locate(vm: &L2Vm, vp: u32) -> (usize, u64, usize) {
-    let bank = vp as usize / 64;
-    let bit = 1u64 << (vp % 64);
-    let below = (vm.present[bank] & (bit - 1)).count_ones() as usize;
-    (bank, bit, usize::from(vm.base[bank]) + below)
-}
-
 impl L2Vm {
+    /// The table entry of `vp` (< 4096), creating the bank's table.
+    fn entry(&mut self, vp: u32) -> &mut u16 {
+        let bank = vp as usize / 64;
+        if self.tabled_banks & (1 << bank) == 0 {
+            self.tabled_banks |= 1 << bank;
+            self.table_of[bank] = self.tables.len() as u8;
+            self.tables.push([0; 64]);
+        }
+        &mut self.tables[usize::from(self.table_of[bank])][vp as usize % 64]
+    }
+
     fn insert(&mut self, vp: u32, vcpu: u32) {
         self.members.insert(vcpu as usize);
         if vp as usize >= VP_BANKS * 64 {
             return;
         }
-        let (bank, bit, rank) = locate(self, vp);
+        let (bank, bit) = (vp as usize / 64, 1u64 << (vp % 64));
         if self.present[bank] & bit != 0 {
             self.extra.push((vp, vcpu));
             return;
         }
-        self.first.insert(rank, vcpu);
+        *self.entry(vp) = vcpu as u16;
         self.present[bank] |= bit;
         self.present_banks |= 1 << bank;
-        self.base[bank + 1..].iter_mut().for_each(|b| *b += 1);
     }
 
     fn remove(&mut self, vp: u32, vcpu: u32) {
@@ -85,21 +92,19 @@ impl L2Vm {
             self.extra.swap_remove(i);
             return;
         }
-        let (bank, bit, rank) = locate(self, vp);
-        if self.present[bank] & bit == 0 || self.first.get(rank) != Some(&vcpu) {
+        let (bank, bit) = (vp as usize / 64, 1u64 << (vp % 64));
+        if self.present[bank] & bit == 0 || u32::from(*self.entry(vp)) != vcpu {
             return;
         }
-        // Another vCPU still runs this vp_id: it takes the slot.
+        // Another vCPU still runs this vp_id: it takes the entry.
         if let Some(i) = self.extra.iter().position(|&(v, _)| v == vp) {
-            self.first[rank] = self.extra.swap_remove(i).1;
+            *self.entry(vp) = self.extra.swap_remove(i).1 as u16;
             return;
         }
-        self.first.remove(rank);
         self.present[bank] &= !bit;
         if self.present[bank] == 0 {
             self.present_banks &= !(1 << bank);
         }
-        self.base[bank + 1..].iter_mut().for_each(|b| *b -= 1);
     }
 
     /// Adds the vCPUs running a vp_id in `set` to `out`.
@@ -113,13 +118,11 @@ impl L2Vm {
             return;
         };
         for bank in SetBits(valid_bank_mask & self.present_banks) {
-            let present = self.present[bank];
-            let base = usize::from(self.base[bank]);
-            for bit in SetBits(banks[bank] & present) {
-                let rank = base + (present & ((1u64 << bit) - 1)).count_ones() as usize;
-                if let Some(&vcpu) = self.first.get(rank) {
-                    out.insert(vcpu as usize);
-                }
+            let Some(table) = self.tables.get(usize::from(self.table_of[bank])) else {
+                continue;
+            };
+            for bit in SetBits(banks[bank] & self.present[bank]) {
+                out.insert(usize::from(table[bit]));
             }
         }
         for &(vp, vcpu) in &self.extra {
