@@ -196,7 +196,6 @@ pub(crate) struct VcpuCounters {
     pub(crate) hypercalls: [AtomicU64; PATHS],
     pub(crate) status: [AtomicU64; STATUSES],
     pub(crate) targets: AtomicU64,
-    pub(crate) flushes_requested: AtomicU64,
     pub(crate) flushes_executed: AtomicU64,
     pub(crate) flush_all_fallbacks: AtomicU64,
     pub(crate) kicks: AtomicU64,
@@ -281,7 +280,6 @@ impl CountersSnapshot {
                 *a += b.load(Relaxed);
             }
             s.targets += c.targets.load(Relaxed);
-            s.flushes_requested += c.flushes_requested.load(Relaxed);
             s.flushes_executed += c.flushes_executed.load(Relaxed);
             s.flush_all_fallbacks += c.flush_all_fallbacks.load(Relaxed);
             s.kicks += c.kicks.load(Relaxed);
@@ -290,6 +288,9 @@ impl CountersSnapshot {
             s.synthetic_exits += c.synthetic_exits.load(Relaxed);
             c.latency.add_into(&mut lat);
         }
+        // One queue entry per target: the same count, kept once on the hot
+        // path (one atomic RMW fewer per request).
+        s.flushes_requested = s.targets;
         s.latency_samples = lat.iter().sum();
         s.latency_p50_ns = percentile(&lat, 0.50);
         s.latency_p99_ns = percentile(&lat, 0.99);

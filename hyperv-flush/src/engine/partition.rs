@@ -409,8 +409,8 @@ impl Partition {
             slot.pending.store(true, Release);
             count += 1;
         }
+        // Also the snapshot's `flushes_requested`: one queue entry per target.
         VcpuCounters::bump(&counters.targets, count);
-        VcpuCounters::bump(&counters.flushes_requested, count);
         // Store(pending) → load(state) must not reorder (see before_entry).
         fence(SeqCst);
         self.complete(caller_slot, &targets, kicker);
@@ -421,8 +421,9 @@ impl Partition {
     /// Kicks every target in the guest and waits until each has left it.
     fn complete<K: VcpuKicker + ?Sized>(&self, caller: &VcpuSlot, targets: &VcpuSet, kicker: &K) {
         let counters = &caller.counters;
-        let mut waits = lock(&caller.waits);
-        waits.clear();
+        // Locked only once a target needs a kick: most requests find every
+        // target outside the guest and skip the lock's two atomic RMWs.
+        let mut waits = None;
         for t in targets.iter() {
             let Some(exits) = needs_kick(&self.slots[t]) else {
                 continue;
@@ -433,8 +434,17 @@ impl Partition {
             }
             kicker.kick(t);
             VcpuCounters::bump(&counters.kicks, 1);
-            waits.push((t, exits));
+            waits
+                .get_or_insert_with(|| {
+                    let mut waits = lock(&caller.waits);
+                    waits.clear();
+                    waits
+                })
+                .push((t, exits));
         }
+        let Some(mut waits) = waits else {
+            return;
+        };
         for &(t, exits) in waits.iter() {
             let target = &self.slots[t];
             let mut clock = WaitClock::start();
