@@ -14,6 +14,7 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use thiserror::Error;
 use vm_memory::GuestMemoryMmap;
 
+use super::VmAddressSpace;
 use super::kernel_counters::KernelCounterSource;
 use super::options::{GuestProgram, RunOptions};
 use super::report::{RunReport, VcpuOutcome};
@@ -89,7 +90,7 @@ pub struct Machine {
     vcpus: Vec<VcpuFd>,
     kernel_counters: Arc<KernelCounterSource>,
     partition: Arc<Partition>,
-    flush: Option<Arc<KvmUserspaceFlush<GuestMemoryMmap>>>,
+    flush: Option<Arc<KvmUserspaceFlush<VmAddressSpace>>>,
     kickers: Arc<VcpuKickers>,
     decision: Decision,
     host: HostFacts,
@@ -184,7 +185,7 @@ impl Machine {
                 KvmUserspaceFlush::setup_vm(
                     &vm,
                     Arc::clone(&partition),
-                    mem.clone(),
+                    VmAddressSpace::new(mem.clone()),
                     Arc::clone(&kickers),
                     UserspaceOptions {
                         hypercall_port: options.flush.hypercall_port,

@@ -20,6 +20,10 @@ pub use report::{Marker, RunReport, VcpuOutcome};
 pub use service::{VmmFlushService, counters_report};
 pub use vcpu_thread::BENCH_TRAP_PORT;
 
+/// The guest address space the flush path reads through: atomic, as in
+/// Cloud Hypervisor, so memory hotplug would be seen.
+pub type VmAddressSpace = vm_memory::GuestMemoryAtomic<vm_memory::GuestMemoryMmap>;
+
 /// Builds the VM described by `options`, runs it to completion and reports.
 pub fn run(options: &RunOptions) -> Result<RunReport, MachineError> {
     Machine::create(options)?.run()

@@ -8,6 +8,7 @@ use std::time::Instant;
 use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::VmAddressSpace;
 use super::console::Console;
 use super::report::{Marker, VcpuOutcome};
 use crate::error_chain::error_line;
@@ -37,7 +38,7 @@ pub(crate) fn install_bench_trap_stub(mem: &GuestMemoryMmap) -> Result<u64, Boot
 pub(crate) struct VcpuThread {
     pub(crate) index: usize,
     pub(crate) vcpu: VcpuFd,
-    pub(crate) flush: Option<Arc<KvmUserspaceFlush<GuestMemoryMmap>>>,
+    pub(crate) flush: Option<Arc<KvmUserspaceFlush<VmAddressSpace>>>,
     pub(crate) kickers: Arc<VcpuKickers>,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) markers: Arc<Mutex<Vec<Marker>>>,
@@ -77,7 +78,7 @@ impl VcpuThread {
         (outcome, std::mem::take(&mut console.lines))
     }
 
-    fn register(&mut self) -> Result<Option<KvmVcpuFlush<GuestMemoryMmap>>, String> {
+    fn register(&mut self) -> Result<Option<KvmVcpuFlush<VmAddressSpace>>, String> {
         match &self.flush {
             Some(flush) => flush
                 .setup_vcpu(&mut self.vcpu, self.index, self.steal_time_gpa)
@@ -95,7 +96,7 @@ impl VcpuThread {
 
     fn step(
         &mut self,
-        hooks: &mut Option<KvmVcpuFlush<GuestMemoryMmap>>,
+        hooks: &mut Option<KvmVcpuFlush<VmAddressSpace>>,
         console: &mut Console,
     ) -> Pending {
         match hooks {
@@ -156,7 +157,7 @@ impl VcpuThread {
 
     fn io_out(
         &mut self,
-        hooks: &mut Option<KvmVcpuFlush<GuestMemoryMmap>>,
+        hooks: &mut Option<KvmVcpuFlush<VmAddressSpace>>,
         console: &mut Console,
         port: u16,
         data: &[u8],

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, Ordering::SeqCst};
 
 use hyperv_flush::engine::VcpuKicker;
-use vm_memory::GuestMemoryBackend;
+use vm_memory::GuestAddressSpace;
 
 use super::steal_time::StealTimeRecord;
 
@@ -131,13 +131,13 @@ impl VcpuKickers {
 
 /// The flush path's kicker: the VM's kickers plus guest memory for the
 /// steal-time shortcut.
-pub struct KvmKicker<M: GuestMemoryBackend> {
+pub struct KvmKicker<A: GuestAddressSpace> {
     kickers: Arc<VcpuKickers>,
-    mem: M,
+    mem: A,
 }
 
-impl<M: GuestMemoryBackend> KvmKicker<M> {
-    pub(crate) fn new(kickers: Arc<VcpuKickers>, mem: M) -> Self {
+impl<A: GuestAddressSpace> KvmKicker<A> {
+    pub(crate) fn new(kickers: Arc<VcpuKickers>, mem: A) -> Self {
         Self { kickers, mem }
     }
 
@@ -147,7 +147,7 @@ impl<M: GuestMemoryBackend> KvmKicker<M> {
     }
 }
 
-impl<M: GuestMemoryBackend> VcpuKicker for KvmKicker<M> {
+impl<A: GuestAddressSpace> VcpuKicker for KvmKicker<A> {
     fn kick(&self, vcpu: usize) {
         self.kickers.kick(vcpu);
     }
@@ -155,7 +155,7 @@ impl<M: GuestMemoryBackend> VcpuKicker for KvmKicker<M> {
     fn flush_if_preempted(&self, vcpu: usize) -> bool {
         self.kickers
             .steal_time(vcpu)
-            .is_some_and(|record| record.flush_if_preempted(&self.mem))
+            .is_some_and(|record| record.flush_if_preempted(&*self.mem.memory()))
     }
 }
 

@@ -22,7 +22,7 @@ use hyperv_flush::abi::HvStatus;
 use hyperv_flush::engine::{EngineError, Level, Partition};
 use kvm_ioctls::{ReadMsrExit, SyncReg, VcpuFd, VmFd, WriteMsrExit};
 use thiserror::Error;
-use vm_memory::GuestMemoryBackend;
+use vm_memory::GuestAddressSpace;
 
 pub use kicker::{KvmKicker, VcpuKickers, install_kick_signal_handler};
 pub use msrs::{HypervMsrs, MSR_KVM_STEAL_TIME, MsrOutcome, hypercall_stub};
@@ -55,11 +55,11 @@ pub struct UserspaceOptions {
 }
 
 /// Per-VM state of the userspace path.
-pub struct KvmUserspaceFlush<M: GuestMemoryBackend> {
+pub struct KvmUserspaceFlush<A: GuestAddressSpace> {
     partition: Arc<Partition>,
     msrs: HypervMsrs,
-    kicker: KvmKicker<M>,
-    mem: M,
+    kicker: KvmKicker<A>,
+    mem: A,
     port: u16,
 }
 
@@ -72,14 +72,15 @@ pub enum ExitHandled {
     NotMine,
 }
 
-impl<M: GuestMemoryBackend + Clone> KvmUserspaceFlush<M> {
-    /// VM-wide setup: MSR exits and filter. `mem` is the guest memory the
-    /// hypercall inputs, the hypercall page and the steal-time records are
-    /// in.
+impl<A: GuestAddressSpace> KvmUserspaceFlush<A> {
+    /// VM-wide setup: MSR exits and filter. `mem` is the guest address
+    /// space the hypercall inputs, the hypercall page and the steal-time
+    /// records are in; it is read anew at every use, so memory hotplug
+    /// through `GuestMemoryAtomic` is seen.
     pub fn setup_vm(
         vm: &VmFd,
         partition: Arc<Partition>,
-        mem: M,
+        mem: A,
         kickers: Arc<VcpuKickers>,
         options: UserspaceOptions,
     ) -> Result<Arc<Self>, UserspaceError> {
@@ -96,7 +97,7 @@ impl<M: GuestMemoryBackend + Clone> KvmUserspaceFlush<M> {
     }
 
     /// The kicker the engine uses (also stops vCPUs: `VcpuKicker::kick`).
-    pub fn kicker(&self) -> &KvmKicker<M> {
+    pub fn kicker(&self) -> &KvmKicker<A> {
         &self.kicker
     }
 
@@ -119,11 +120,11 @@ impl<M: GuestMemoryBackend + Clone> KvmUserspaceFlush<M> {
         vcpu: &mut VcpuFd,
         index: usize,
         steal_time_gpa: u64,
-    ) -> Result<KvmVcpuFlush<M>, UserspaceError> {
+    ) -> Result<KvmVcpuFlush<A>, UserspaceError> {
         if index >= self.partition.vcpu_count() {
             return Err(UserspaceError::Engine(EngineError::NoSuchVcpu(index)));
         }
-        let record = StealTimeRecord::register(vcpu, &self.mem, steal_time_gpa)
+        let record = StealTimeRecord::register(vcpu, &*self.mem.memory(), steal_time_gpa)
             .map_err(|e| UserspaceError::Executor(index, e))?;
         vcpu.set_sync_valid_reg(SyncReg::Register);
         let immediate_exit = &raw mut vcpu.get_kvm_run().immediate_exit;
@@ -144,13 +145,13 @@ impl<M: GuestMemoryBackend + Clone> KvmUserspaceFlush<M> {
 }
 
 /// One vCPU's hooks. Drop it before the `VcpuFd` it was set up with.
-pub struct KvmVcpuFlush<M: GuestMemoryBackend> {
-    shared: Arc<KvmUserspaceFlush<M>>,
+pub struct KvmVcpuFlush<A: GuestAddressSpace> {
+    shared: Arc<KvmUserspaceFlush<A>>,
     index: usize,
     record: StealTimeRecord,
 }
 
-impl<M: GuestMemoryBackend> KvmVcpuFlush<M> {
+impl<A: GuestAddressSpace> KvmVcpuFlush<A> {
     /// Right before `KVM_RUN`: clears a pending kick, marks the vCPU in the
     /// guest and arms the executor if another vCPU queued a flush for it.
     pub fn before_entry(&mut self) -> Result<(), UserspaceError> {
@@ -166,7 +167,7 @@ impl<M: GuestMemoryBackend> KvmVcpuFlush<M> {
         if pending.is_some() {
             // A full flush serves ranges too: over-flushing is always
             // allowed (TLFS), and it is the one flush KVM offers userspace.
-            if let Err(e) = self.record.arm_flush(&self.shared.mem) {
+            if let Err(e) = self.record.arm_flush(&*self.shared.mem.memory()) {
                 // Leave the vCPU marked outside so nothing waits on it.
                 let _ = self.shared.partition.after_exit(self.index);
                 return Err(UserspaceError::Executor(self.index, e));
@@ -194,7 +195,7 @@ impl<M: GuestMemoryBackend> KvmVcpuFlush<M> {
                     self.index,
                     Level::L1,
                     &mut regs,
-                    &shared.mem,
+                    &*shared.mem.memory(),
                     &shared.kicker,
                 )
                 .map_or(HvStatus::INVALID_PARAMETER.to_result(0), |o| o.result),
@@ -227,7 +228,7 @@ impl<M: GuestMemoryBackend> KvmVcpuFlush<M> {
         match self
             .shared
             .msrs
-            .write(exit.index, exit.data, &self.shared.mem)
+            .write(exit.index, exit.data, &*self.shared.mem.memory())
         {
             MsrOutcome::NotMine => ExitHandled::NotMine,
             MsrOutcome::Done(_) => {
@@ -241,13 +242,19 @@ impl<M: GuestMemoryBackend> KvmVcpuFlush<M> {
         }
     }
 
+    /// The I/O port of the hypercall stub: a VMM whose exit path copies
+    /// port writes can test this before calling [`Self::handle_io_out`].
+    pub fn hypercall_port(&self) -> u16 {
+        self.shared.port
+    }
+
     /// The vCPU index.
     pub fn index(&self) -> usize {
         self.index
     }
 }
 
-impl<M: GuestMemoryBackend> Drop for KvmVcpuFlush<M> {
+impl<A: GuestAddressSpace> Drop for KvmVcpuFlush<A> {
     fn drop(&mut self) {
         self.shared.kicker.kickers().unregister(self.index);
         let _ = self.shared.partition.vcpu_stopped(self.index);

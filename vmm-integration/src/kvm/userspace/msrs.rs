@@ -77,7 +77,7 @@ impl HypervMsrs {
     }
 
     /// A guest WRMSR; enabling the hypercall page writes the stub into it.
-    pub fn write<M: GuestMemory>(&self, index: u32, value: u64, mem: &M) -> MsrOutcome {
+    pub fn write<M: GuestMemory + ?Sized>(&self, index: u32, value: u64, mem: &M) -> MsrOutcome {
         if !Self::owns(index) {
             return MsrOutcome::NotMine;
         }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
 use kvm_bindings::kvm_msr_entry;
 use kvm_ioctls::VcpuFd;
 use thiserror::Error;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryError, VolatileMemory};
+use vm_memory::{GuestAddress, GuestMemory, GuestMemoryError, Permissions, VolatileMemory};
 
 use super::msrs::MSR_KVM_STEAL_TIME;
 
@@ -44,7 +44,7 @@ pub struct StealTimeRecord {
 impl StealTimeRecord {
     /// Registers the record at `gpa` (64-byte aligned, VMM-owned memory
     /// the guest is not told about) with KVM, before the first `KVM_RUN`.
-    pub fn register<M: GuestMemoryBackend>(
+    pub fn register<M: GuestMemory + ?Sized>(
         vcpu: &VcpuFd,
         mem: &M,
         gpa: u64,
@@ -77,14 +77,19 @@ impl StealTimeRecord {
         self.gpa
     }
 
-    fn with_byte<M: GuestMemoryBackend, T>(
+    fn with_byte<M: GuestMemory + ?Sized, T>(
         &self,
         mem: &M,
         f: impl FnOnce(&AtomicU8) -> T,
     ) -> Result<T, StealTimeError> {
         let addr = GuestAddress(self.gpa + PREEMPTED_OFFSET);
         let slice = mem
-            .get_slice(addr, 1)
+            .get_slices(addr, 1, Permissions::ReadWrite)
+            .and_then(|mut slices| {
+                slices
+                    .next()
+                    .unwrap_or(Err(GuestMemoryError::InvalidGuestAddress(addr)))
+            })
             .map_err(|e| StealTimeError::Memory(self.gpa, e))?;
         let byte = slice
             .get_atomic_ref::<AtomicU8>(0)
@@ -95,7 +100,7 @@ impl StealTimeRecord {
     /// Target's own thread, outside `KVM_RUN`: requests a full flush at the
     /// next entry. Only the target's thread may do this (FINDINGS §2: KVM
     /// overwrites the byte while the vCPU is inside `KVM_RUN`).
-    pub fn arm_flush<M: GuestMemoryBackend>(&self, mem: &M) -> Result<(), StealTimeError> {
+    pub fn arm_flush<M: GuestMemory + ?Sized>(&self, mem: &M) -> Result<(), StealTimeError> {
         self.with_byte(mem, |b| {
             b.fetch_or(KVM_VCPU_FLUSH_TLB, SeqCst);
         })
@@ -105,7 +110,7 @@ impl StealTimeRecord {
     /// PREEMPTED|FLUSH (what Linux guests do for KVM's PV flush). KVM does
     /// not touch the byte again until the target's next `record_steal_time`,
     /// which then flushes. Returns whether it took.
-    pub fn flush_if_preempted<M: GuestMemoryBackend>(&self, mem: &M) -> bool {
+    pub fn flush_if_preempted<M: GuestMemory + ?Sized>(&self, mem: &M) -> bool {
         self.with_byte(mem, |b| {
             b.compare_exchange(
                 KVM_VCPU_PREEMPTED,
@@ -119,7 +124,7 @@ impl StealTimeRecord {
     }
 
     /// The raw `preempted` byte (tests and diagnostics).
-    pub fn preempted_byte<M: GuestMemoryBackend>(&self, mem: &M) -> Option<u8> {
+    pub fn preempted_byte<M: GuestMemory + ?Sized>(&self, mem: &M) -> Option<u8> {
         self.with_byte(mem, |b| b.load(SeqCst)).ok()
     }
 }
