@@ -2,16 +2,17 @@
 //!
 //! Target vCPU thread, every loop iteration (see `Partition::before_entry`):
 //! clear its own "immediate exit" request, mark itself `IN_GUEST` (SeqCst),
-//! take its pending flag (SeqCst swap) and, if set, drain its queues and
-//! arm the flush; enter the guest; on return mark itself `OUTSIDE` and bump
-//! its exit counter.
+//! fence (SeqCst), take its pending flag (compare-exchange) and, if set,
+//! drain its queues and full-flush flags and arm the flush; enter the
+//! guest; on return mark itself `OUTSIDE` and bump its exit counter.
 //!
-//! Initiator, per request: queue on every target and set its pending flag
+//! Initiator, per request: queue on every target (a full flush is a flag,
+//! set without the queue lock) and set its pending flag (Release); fence
 //! (SeqCst); then for each target, read its exit counter and run state; a
 //! target `IN_GUEST` is kicked and waited for until its exit counter moves
-//! or its mark clears. The two SeqCst store→load pairs guarantee that
-//! either the target's swap sees the pending flag (it flushes before
-//! entering) or the initiator sees the target in the guest (and kicks it).
+//! or its mark clears. The two fenced store→load pairs guarantee that
+//! either the target sees the pending flag (it flushes before entering) or
+//! the initiator sees the target in the guest (and kicks it).
 //! Targets outside the guest are never woken: they flush on their way in.
 //! Verified end to end on KVM with tracepoints (FINDINGS §2) and by the
 //! loom model in `tests/loom_completion.rs`.

@@ -13,7 +13,7 @@ use super::l2_index::L2Index;
 use super::observer::{FlushObserver, NoopObserver};
 use super::queue::{Enqueued, QueuedFlush};
 use super::sync::{
-    Ordering::{Release, SeqCst},
+    Ordering::{Acquire, Release, SeqCst},
     fence, lock,
 };
 use super::vcpu_set::{MAX_VCPUS, SetBits, VcpuSet};
@@ -389,11 +389,15 @@ impl Partition {
         let mut count = 0;
         for t in targets.iter() {
             let slot = &self.slots[t];
-            let enqueued = {
-                let mut queues = lock(&slot.queues);
-                match request.gvas {
-                    GvaList::All => queues[queue].push_all(),
-                    GvaList::Ranges { .. } => queues[queue].push_ranges(request.gvas.ranges()),
+            let enqueued = match request.gvas {
+                // Lock-free: the flag is published by the pending store
+                // below and taken in `before_entry` after the pending CAS.
+                GvaList::All => {
+                    slot.full[queue].store(true, Release);
+                    Enqueued::All
+                }
+                GvaList::Ranges { .. } => {
+                    lock(&slot.queues)[queue].push_ranges(request.gvas.ranges())
                 }
             };
             if enqueued == Enqueued::Overflow {
@@ -487,7 +491,15 @@ impl Partition {
         }
         let [l1, l2] = {
             let mut queues = lock(&slot.queues);
-            [queues[0].take(), queues[1].take()]
+            [0, 1].map(|level| {
+                let queued = queues[level].take();
+                // A full flush purges whatever ranges were queued with it.
+                if slot.full[level].swap(false, Acquire) {
+                    QueuedFlush::All
+                } else {
+                    queued
+                }
+            })
         };
         let pending = PendingFlush { l1, l2 };
         let executed = u64::from(l1.is_some()) + u64::from(l2.is_some());

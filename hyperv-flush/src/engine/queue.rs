@@ -58,12 +58,6 @@ pub(crate) struct FlushQueue {
 }
 
 impl FlushQueue {
-    /// Queues a full flush, purging pending ranges.
-    pub(crate) fn push_all(&mut self) -> Enqueued {
-        self.pending = QueuedFlush::All;
-        Enqueued::All
-    }
-
     /// Queues `new` ranges, or a full flush when they do not fit.
     pub(crate) fn push_ranges(&mut self, new: &[GvaRange]) -> Enqueued {
         match &mut self.pending {
@@ -121,10 +115,10 @@ mod tests {
     }
 
     #[test]
-    fn full_flush_purges_and_absorbs() {
+    fn overflowed_queue_absorbs_later_ranges() {
         let mut q = FlushQueue::default();
-        q.push_ranges(&[r(1)]);
-        assert_eq!(q.push_all(), Enqueued::All);
+        let many: Vec<_> = (0..17).map(r).collect();
+        assert_eq!(q.push_ranges(&many), Enqueued::Overflow);
         assert_eq!(q.push_ranges(&[r(2)]), Enqueued::All);
         assert_eq!(q.take(), QueuedFlush::All);
     }

@@ -30,6 +30,9 @@ pub(crate) struct VcpuSlot {
     /// Set by initiators after queueing; taken by the target before entry.
     pub(crate) pending: AtomicBool,
     pub(crate) queues: Mutex<[FlushQueue; 2]>,
+    /// A full flush is pending for L1 / L2: set without the queue lock (the
+    /// common case: Space calls and long lists), taken with the queues.
+    pub(crate) full: [AtomicBool; 2],
     pub(crate) counters: VcpuCounters,
     pub(crate) nested: Mutex<Option<NestedContext>>,
     /// Initiator scratch: (target, exit count) pairs being waited on.
@@ -44,6 +47,7 @@ impl VcpuSlot {
             exits: AtomicU64::new(0),
             pending: AtomicBool::new(false),
             queues: Mutex::new([FlushQueue::default(), FlushQueue::default()]),
+            full: [AtomicBool::new(false), AtomicBool::new(false)],
             counters: VcpuCounters::default(),
             nested: Mutex::new(None),
             waits: Mutex::new(Vec::with_capacity(vcpus)),

@@ -331,8 +331,8 @@ pub fn counters_report(snapshot: &CountersSnapshot) -> CountersReport {
     report.kicks = snapshot.kicks;
     report.unresponsive_vcpus = snapshot.unresponsive;
     report.latency = LatencyReport {
-        // Every completed hypercall records one latency sample.
-        samples: snapshot.total_hypercalls(),
+        // The engine times a sample of the calls (see CountersSnapshot).
+        samples: snapshot.latency_samples,
         p50_ns: snapshot.latency_p50_ns,
         p99_ns: snapshot.latency_p99_ns,
     };
