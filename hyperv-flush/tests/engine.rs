@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{Call, HOLE, INPUT_GPA, Mem, RecordingKicker, VpSet, memory};
-use hyperv_flush::abi::{GvaRange, HvStatus, MAX_SPARSE_BANKS};
+use hyperv_flush::abi::{GvaRange, HvCallCode, HvStatus, MAX_SPARSE_BANKS};
 use hyperv_flush::decode::{FlushCall, ProcessorSet};
 use hyperv_flush::engine::{
     EngineError, FlushObserver, FlushPath, InputKind, Level, NestedContext, Partition,
@@ -621,26 +621,29 @@ fn initiator_returns_only_after_running_targets_left_the_guest() {
 
 #[derive(Default)]
 struct Events {
-    first_use: Mutex<Vec<FlushPath>>,
-    unresponsive: Mutex<Vec<usize>>,
+    first_use: Mutex<Vec<(usize, FlushPath)>>,
+    unresponsive: Mutex<Vec<(usize, usize)>>,
     overflows: Mutex<Vec<(usize, Level)>>,
-    invalid: Mutex<Vec<(usize, HvStatus)>>,
-    synthetic: AtomicUsize,
+    invalid: Mutex<Vec<(usize, HvCallCode, HvStatus)>>,
+    synthetic: Mutex<Vec<(usize, u32)>>,
     completed: Mutex<Vec<(usize, Level, Vec<usize>)>>,
 }
 
 impl FlushObserver for Events {
-    fn path_first_use(&self, path: FlushPath) {
-        self.first_use.lock().unwrap().push(path);
+    fn path_first_use(&self, caller: usize, path: FlushPath) {
+        self.first_use.lock().unwrap().push((caller, path));
     }
     fn queue_overflow(&self, target: usize, level: Level) {
         self.overflows.lock().unwrap().push((target, level));
     }
-    fn invalid_input(&self, caller: usize, status: HvStatus) {
-        self.invalid.lock().unwrap().push((caller, status));
+    fn invalid_input(&self, caller: usize, call: HvCallCode, status: HvStatus) {
+        self.invalid.lock().unwrap().push((caller, call, status));
     }
-    fn synthetic_vmexit(&self, _caller: usize) {
-        self.synthetic.fetch_add(1, SeqCst);
+    fn synthetic_vmexit(&self, caller: usize, tlb_lock_count: u32) {
+        self.synthetic
+            .lock()
+            .unwrap()
+            .push((caller, tlb_lock_count));
     }
     fn flush_completed(&self, caller: usize, level: Level, targets: &VcpuSet) {
         let targets = targets.iter().collect();
@@ -649,8 +652,8 @@ impl FlushObserver for Events {
             .unwrap()
             .push((caller, level, targets));
     }
-    fn vcpu_unresponsive(&self, target: usize, _waited: Duration) {
-        self.unresponsive.lock().unwrap().push(target);
+    fn vcpu_unresponsive(&self, initiator: usize, target: usize, _waited: Duration) {
+        self.unresponsive.lock().unwrap().push((initiator, target));
     }
 }
 
@@ -727,7 +730,7 @@ fn unresponsive_targets_are_reported_once_and_still_waited_for() {
         call(&p, &mem, 0, Level::L1, &list_call(0b10, pages(1)), &k);
         assert!(exited.load(SeqCst), "returned before the target left");
     });
-    assert_eq!(*events.unresponsive.lock().unwrap(), [1]);
+    assert_eq!(*events.unresponsive.lock().unwrap(), [(0, 1)]);
     let s = p.counters();
     assert_eq!(s.unresponsive, 1);
     assert!(s.kicks >= 2, "re-kicked while waiting");
@@ -756,30 +759,43 @@ fn observer_sees_first_use_once_per_path_and_rare_events() {
     assert_eq!(
         *events.first_use.lock().unwrap(),
         [
-            FlushPath {
-                level: Level::L1,
-                call: FlushCall::List,
-                input: InputKind::Memory
-            },
-            FlushPath {
-                level: Level::L1,
-                call: FlushCall::Space,
-                input: InputKind::Fast
-            },
-            FlushPath {
-                level: Level::L2,
-                call: FlushCall::Space,
-                input: InputKind::Fast
-            },
+            (
+                0,
+                FlushPath {
+                    level: Level::L1,
+                    call: FlushCall::List,
+                    input: InputKind::Memory
+                }
+            ),
+            (
+                0,
+                FlushPath {
+                    level: Level::L1,
+                    call: FlushCall::Space,
+                    input: InputKind::Fast
+                }
+            ),
+            (
+                0,
+                FlushPath {
+                    level: Level::L2,
+                    call: FlushCall::Space,
+                    input: InputKind::Fast
+                }
+            ),
         ]
     );
     // The second 10-range request overflowed vCPU 1's L1 queue.
     assert_eq!(*events.overflows.lock().unwrap(), [(1, Level::L1)]);
     assert_eq!(
         *events.invalid.lock().unwrap(),
-        [(3, HvStatus::INVALID_HYPERCALL_INPUT)]
+        [(
+            3,
+            HvCallCode::FLUSH_VIRTUAL_ADDRESS_LIST,
+            HvStatus::INVALID_HYPERCALL_INPUT
+        )]
     );
-    assert_eq!(events.synthetic.load(SeqCst), 1);
+    assert_eq!(*events.synthetic.lock().unwrap(), [(0, 5)]);
     // One completion per successful request, naming its targets; none for
     // the rejected call.
     let completed = events.completed.lock().unwrap();

@@ -347,9 +347,10 @@ fn l1_toggle_reaches_the_guest_and_is_reported() {
         (c.total_hypercalls() > first.total_hypercalls()).then_some(c)
     });
     // Only successes so far; a call is counted per path when it starts and
-    // per status (and latency sample) when it completes.
+    // per status when it completes; the engine times a sample of the calls.
     assert_eq!(second.statuses.keys().collect::<Vec<_>>(), ["0x0000"]);
-    assert_eq!(second.latency.samples, status_count(&second, 0));
+    assert!(second.latency.samples > 0);
+    assert!(second.latency.samples <= status_count(&second, 0));
     assert!(status_count(&second, 0) <= second.total_hypercalls());
 
     // hvflush-remote against the live VMM.

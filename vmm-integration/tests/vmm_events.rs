@@ -1,18 +1,15 @@
 //! `EventObserver`: each engine notification becomes the documented event
-//! (docs/api.md, "Events"), naming the vCPU whose thread raised it.
+//! (docs/api.md, "Events"), naming the vCPU the engine reported.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hvflush_api::events::{Event, EventMonitor, FlushStats, MonitorOptions};
-use hyperv_flush::abi::HvStatus;
+use hyperv_flush::abi::{HvCallCode, HvStatus};
 use hyperv_flush::decode::FlushCall;
-use hyperv_flush::engine::{
-    FlushObserver, FlushPath, InputKind, Level, NestedContext, Partition, PartitionConfig,
-};
+use hyperv_flush::engine::{FlushObserver, FlushPath, InputKind, Level};
 use serde_json::Value;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm_integration::vmm::{EventObserver, UNKNOWN_CALL, UNKNOWN_VCPU, set_current_vcpu};
+use vmm_integration::vmm::EventObserver;
 
 /// Runs `f` against an observer writing to a fresh file and returns the
 /// events written, in order.
@@ -41,22 +38,22 @@ fn observe(name: &str, f: impl FnOnce(&EventObserver)) -> Vec<Value> {
 #[test]
 fn path_first_use_names_the_path_input_and_calling_vcpu() {
     let events = observe("first-use", |observer| {
-        set_current_vcpu(3);
-        observer.path_first_use(FlushPath {
-            level: Level::L1,
-            call: FlushCall::ListEx,
-            input: InputKind::Fast,
-        });
-        // Off a vCPU thread the vCPU is unknown.
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                observer.path_first_use(FlushPath {
-                    level: Level::L2,
-                    call: FlushCall::Space,
-                    input: InputKind::Memory,
-                })
-            });
-        });
+        observer.path_first_use(
+            3,
+            FlushPath {
+                level: Level::L1,
+                call: FlushCall::ListEx,
+                input: InputKind::Fast,
+            },
+        );
+        observer.path_first_use(
+            0,
+            FlushPath {
+                level: Level::L2,
+                call: FlushCall::Space,
+                input: InputKind::Memory,
+            },
+        );
     });
     assert_eq!(events.len(), 2);
     let p = &events[0]["properties"];
@@ -68,16 +65,19 @@ fn path_first_use_names_the_path_input_and_calling_vcpu() {
     let p = &events[1]["properties"];
     assert_eq!(p["path"], "l2-space");
     assert_eq!(p["input"], "memory");
-    assert_eq!(p["vcpu"], UNKNOWN_VCPU.to_string());
+    assert_eq!(p["vcpu"], "0");
 }
 
 #[test]
 fn failures_overflows_and_unresponsive_targets_are_reported() {
     let events = observe("failures", |observer| {
-        set_current_vcpu(0);
-        observer.invalid_input(1, HvStatus::ACCESS_DENIED);
+        observer.invalid_input(
+            1,
+            HvCallCode::FLUSH_VIRTUAL_ADDRESS_LIST_EX,
+            HvStatus::ACCESS_DENIED,
+        );
         observer.queue_overflow(2, Level::L2);
-        observer.vcpu_unresponsive(1, Duration::from_millis(2));
+        observer.vcpu_unresponsive(0, 1, Duration::from_millis(2));
     });
     let names: Vec<_> = events
         .iter()
@@ -91,7 +91,7 @@ fn failures_overflows_and_unresponsive_targets_are_reported() {
     assert_eq!(p["vcpu"], "1");
     assert_eq!(p["status"], "0x0006");
     assert_eq!(p["status_name"], "HV_STATUS_ACCESS_DENIED");
-    assert_eq!(p["call"], format!("{UNKNOWN_CALL:#06x}"));
+    assert_eq!(p["call"], "0x0014");
     assert_eq!(p["suppressed"], "0");
     let p = &events[1]["properties"];
     assert_eq!(p["vcpu"], "2");
@@ -103,29 +103,8 @@ fn failures_overflows_and_unresponsive_targets_are_reported() {
 }
 
 #[test]
-fn synthetic_vmexit_reads_the_tlb_lock_count() {
-    let partition = Arc::new(Partition::new(PartitionConfig::new(2)).unwrap());
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x4000)]).unwrap();
-    let assist = 0x2000;
-    mem.write_obj(7u32, GuestAddress(assist)).unwrap();
-    partition
-        .set_nested_context(
-            1,
-            Some(NestedContext {
-                vm_id: 9,
-                vp_id: 0,
-                partition_assist_gpa: assist,
-            }),
-        )
-        .unwrap();
-    let events = observe("synthetic", |observer| {
-        // Before attach there is nothing to read the count from.
-        observer.synthetic_vmexit(1);
-        observer.attach(&partition, mem.clone());
-        observer.synthetic_vmexit(1);
-        // No nested context: no event rather than a made-up count.
-        observer.synthetic_vmexit(0);
-    });
+fn synthetic_vmexit_carries_the_tlb_lock_count() {
+    let events = observe("synthetic", |observer| observer.synthetic_vmexit(1, 7));
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["event"], "synthetic-vmexit");
     assert_eq!(events[0]["properties"]["vcpu"], "1");

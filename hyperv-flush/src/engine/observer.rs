@@ -4,25 +4,26 @@
 
 use super::counters::{FlushPath, Level};
 use super::vcpu_set::VcpuSet;
-use crate::abi::HvStatus;
+use crate::abi::{HvCallCode, HvStatus};
 
 /// Receives flush-path events; every method has a no-op default so an
 /// embedder implements only what it reports.
 pub trait FlushObserver: Send + Sync {
-    /// A path was used for the first time in this partition.
-    fn path_first_use(&self, _path: FlushPath) {}
+    /// A path was used for the first time in this partition, by `caller`.
+    fn path_first_use(&self, _caller: usize, _path: FlushPath) {}
     /// A target's queue overflowed into a full flush.
     fn queue_overflow(&self, _target: usize, _level: Level) {}
-    /// A hypercall was rejected with `status`.
-    fn invalid_input(&self, _caller: usize, _status: HvStatus) {}
-    /// An L2 flush found L1's TLB lock held: inject the synthetic exit.
-    fn synthetic_vmexit(&self, _caller: usize) {}
+    /// A hypercall with call code `call` was rejected with `status`.
+    fn invalid_input(&self, _caller: usize, _call: HvCallCode, _status: HvStatus) {}
+    /// An L2 flush found L1's TLB lock held (`tlb_lock_count` ≠ 0): the
+    /// backend injects the synthetic exit.
+    fn synthetic_vmexit(&self, _caller: usize, _tlb_lock_count: u32) {}
     /// A request from `caller` completed: every vCPU in `targets` has its
     /// flush queued and, if it was in guest mode, has left it. For tests
     /// and tracing; implementations must be cheap (called per request).
     fn flush_completed(&self, _caller: usize, _level: Level, _targets: &VcpuSet) {}
     /// A kicked target has not left guest mode after `waited`.
-    fn vcpu_unresponsive(&self, _target: usize, _waited: std::time::Duration) {}
+    fn vcpu_unresponsive(&self, _initiator: usize, _target: usize, _waited: std::time::Duration) {}
 }
 
 /// The observer that ignores everything.

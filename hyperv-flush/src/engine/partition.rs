@@ -241,10 +241,10 @@ impl Partition {
             });
         if let Some(path) = path {
             VcpuCounters::bump(&counters.hypercalls[path.index()], 1);
-            self.note_path_use(path);
+            self.note_path_use(caller, path);
         }
 
-        let mut synthetic_vmexit = false;
+        let mut tlb_lock_count = 0u32;
         let served = if level == Level::L2 && path.is_some() && !self.l2_offered() {
             Err(HvStatus::ACCESS_DENIED)
         } else {
@@ -255,7 +255,7 @@ impl Partition {
                     self.flush_routed(caller, level, request, kicker)
                         .and_then(|l2_context| {
                             if let Some(ctx) = l2_context {
-                                synthetic_vmexit = tlb_lock_held(&ctx, mem)?;
+                                tlb_lock_count = tlb_lock_count_of(&ctx, mem)?;
                             }
                             Ok(request.rep_count)
                         })
@@ -266,14 +266,16 @@ impl Partition {
         let (status, reps) = match served {
             Ok(reps) => (HvStatus::SUCCESS, reps),
             Err(status) => {
-                self.observer.invalid_input(caller, status);
+                self.observer
+                    .invalid_input(caller, crate::abi::HvCallCode(control.code()), status);
                 (status, 0)
             }
         };
         counters.count_status(status);
+        let synthetic_vmexit = status == HvStatus::SUCCESS && tlb_lock_count != 0;
         if synthetic_vmexit {
             VcpuCounters::bump(&counters.synthetic_exits, 1);
-            self.observer.synthetic_vmexit(caller);
+            self.observer.synthetic_vmexit(caller, tlb_lock_count);
         }
         if let Some(start) = start {
             counters.latency.record_since(start);
@@ -285,12 +287,12 @@ impl Partition {
         })
     }
 
-    fn note_path_use(&self, path: FlushPath) {
+    fn note_path_use(&self, caller: usize, path: FlushPath) {
         let bit = 1 << path.index();
         if self.used_paths.load(Relaxed) & bit == 0
             && self.used_paths.fetch_or(bit, Relaxed) & bit == 0
         {
-            self.observer.path_first_use(path);
+            self.observer.path_first_use(caller, path);
         }
     }
 
@@ -417,13 +419,19 @@ impl Partition {
         VcpuCounters::bump(&counters.targets, count);
         // Store(pending) → load(state) must not reorder (see before_entry).
         fence(SeqCst);
-        self.complete(caller_slot, &targets, kicker);
+        self.complete(caller, caller_slot, &targets, kicker);
         self.observer.flush_completed(caller, level, &targets);
         Ok(l2_context)
     }
 
     /// Kicks every target in the guest and waits until each has left it.
-    fn complete<K: VcpuKicker + ?Sized>(&self, caller: &VcpuSlot, targets: &VcpuSet, kicker: &K) {
+    fn complete<K: VcpuKicker + ?Sized>(
+        &self,
+        initiator: usize,
+        caller: &VcpuSlot,
+        targets: &VcpuSet,
+        kicker: &K,
+    ) {
         let counters = &caller.counters;
         // Locked only once a target needs a kick: most requests find every
         // target outside the guest and skip the lock's two atomic RMWs.
@@ -465,7 +473,7 @@ impl Partition {
                 if !reported && waited >= self.wait.report_after {
                     reported = true;
                     VcpuCounters::bump(&counters.unresponsive, 1);
-                    self.observer.vcpu_unresponsive(t, waited);
+                    self.observer.vcpu_unresponsive(initiator, t, waited);
                 }
             }
         }
@@ -545,12 +553,10 @@ impl Partition {
 /// (`tlb_lock_count` ≠ 0 in the partition assist page of `ctx`). An
 /// unreadable page is `INVALID_HYPERCALL_INPUT` (KVM
 /// `kvm_hv_hypercall_complete`).
-fn tlb_lock_held<M: GuestMemory>(ctx: &NestedContext, mem: &M) -> Result<bool, HvStatus> {
+fn tlb_lock_count_of<M: GuestMemory>(ctx: &NestedContext, mem: &M) -> Result<u32, HvStatus> {
     let addr = ctx
         .partition_assist_gpa
         .wrapping_add(synthetic_exit::PARTITION_ASSIST_TLB_LOCK_COUNT_OFFSET);
-    let count: u32 = mem
-        .read_obj(GuestAddress(addr))
-        .map_err(|_| HvStatus::INVALID_HYPERCALL_INPUT)?;
-    Ok(count != 0)
+    mem.read_obj(GuestAddress(addr))
+        .map_err(|_| HvStatus::INVALID_HYPERCALL_INPUT)
 }

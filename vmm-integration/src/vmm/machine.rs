@@ -293,7 +293,6 @@ impl Machine {
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
                 .spawn(move || {
-                    super::events::set_current_vcpu(index);
                     // SAFETY: gettid has no preconditions.
                     let tid = unsafe { libc::gettid() };
                     tids.lock()

@@ -12,7 +12,7 @@ mod report;
 mod service;
 mod vcpu_thread;
 
-pub use events::{EventObserver, EventReporting, UNKNOWN_CALL, UNKNOWN_VCPU, set_current_vcpu};
+pub use events::{EventObserver, EventReporting};
 pub use kernel_counters::KernelCounterSource;
 pub use machine::{Machine, MachineError};
 pub use options::{GuestProgram, RunOptions};

@@ -185,9 +185,6 @@ fn run_served(args: &RunArgs, options: &RunOptions) -> Result<RunReport, String>
         None => Machine::create(options),
     }
     .map_err(|e| error_line(&e))?;
-    if let Some(o) = &observer {
-        o.attach(machine.partition(), machine.guest_memory().clone());
-    }
     let service = Arc::new(VmmFlushService::new(&machine, monitor.clone()));
     let reporting = match monitor {
         Some(m) => Some(
