@@ -509,16 +509,7 @@ fn ok(call: &Call) -> FlushRequest {
 }
 
 fn sparse_of(vps: &[u32]) -> ProcessorSet {
-    let mut banks = [0u64; MAX_SPARSE_BANKS];
-    let mut valid_bank_mask = 0;
-    for &vp in vps {
-        banks[vp as usize / 64] |= 1 << (vp % 64);
-        valid_bank_mask |= 1 << (vp / 64);
-    }
-    ProcessorSet::Sparse {
-        valid_bank_mask,
-        banks,
-    }
+    ProcessorSet::from_vps(vps)
 }
 
 // conformance: R16

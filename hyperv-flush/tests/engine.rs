@@ -30,16 +30,7 @@ fn l2_partition(vcpus: usize) -> Partition {
 }
 
 fn sparse(vps: &[u32]) -> ProcessorSet {
-    let mut banks = [0u64; MAX_SPARSE_BANKS];
-    let mut valid_bank_mask = 0;
-    for &vp in vps {
-        banks[vp as usize / 64] |= 1 << (vp % 64);
-        valid_bank_mask |= 1 << (vp / 64);
-    }
-    ProcessorSet::Sparse {
-        valid_bank_mask,
-        banks,
-    }
+    ProcessorSet::from_vps(vps)
 }
 
 fn routed(p: &Partition, caller: usize, level: Level, set: &ProcessorSet) -> Vec<usize> {

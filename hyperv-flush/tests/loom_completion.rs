@@ -148,9 +148,9 @@ fn check_no_lost_flush(p: &Partition, view: &TargetView) {
     assert_eq!(flushes + taken_later, 1, "flush lost or taken twice");
 }
 
-#[test]
-fn flush_completes_against_a_running_target() {
-    loom::model(|| {
+/// One request from the caller while the target enters the guest twice.
+fn model_running_target(request: FlushRequest) {
+    loom::model(move || {
         let p = Arc::new(Partition::new(PartitionConfig::new(2)).unwrap());
         let view = Arc::new(TargetView::default());
         let target = {
@@ -158,7 +158,7 @@ fn flush_completes_against_a_running_target() {
             thread::spawn(move || run_target(&p, &view, 2))
         };
         let kicker = RecordingKicker::default();
-        p.flush(CALLER, Level::L1, &request(), &kicker).unwrap();
+        p.flush(CALLER, Level::L1, &request, &kicker).unwrap();
         check_on_return(&view);
         target.join().unwrap();
         check_no_lost_flush(&p, &view);
@@ -169,21 +169,13 @@ fn flush_completes_against_a_running_target() {
 }
 
 #[test]
+fn flush_completes_against_a_running_target() {
+    model_running_target(request());
+}
+
+#[test]
 fn full_flush_completes_against_a_running_target() {
-    loom::model(|| {
-        let p = Arc::new(Partition::new(PartitionConfig::new(2)).unwrap());
-        let view = Arc::new(TargetView::default());
-        let target = {
-            let (p, view) = (p.clone(), view.clone());
-            thread::spawn(move || run_target(&p, &view, 2))
-        };
-        let kicker = RecordingKicker::default();
-        p.flush(CALLER, Level::L1, &request_of(GvaList::All), &kicker)
-            .unwrap();
-        check_on_return(&view);
-        target.join().unwrap();
-        check_no_lost_flush(&p, &view);
-    });
+    model_running_target(request_of(GvaList::All));
 }
 
 #[test]

@@ -119,6 +119,23 @@ pub enum ProcessorSet {
 }
 
 impl ProcessorSet {
+    /// The sparse set of `vps` (each below 4096; larger ones are ignored).
+    pub fn from_vps(vps: &[u32]) -> Self {
+        let mut banks = [0u64; MAX_SPARSE_BANKS];
+        let mut valid_bank_mask = 0u64;
+        for &vp in vps
+            .iter()
+            .filter(|vp| (**vp as usize) < MAX_SPARSE_BANKS * 64)
+        {
+            banks[vp as usize / 64] |= 1 << (vp % 64);
+            valid_bank_mask |= 1 << (vp / 64);
+        }
+        Self::Sparse {
+            valid_bank_mask,
+            banks,
+        }
+    }
+
     /// Iterates the VP indices in the set (not for [`ProcessorSet::All`]).
     pub fn vp_indices(&self) -> impl Iterator<Item = u32> + '_ {
         let (mask, banks) = match self {

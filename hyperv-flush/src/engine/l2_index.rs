@@ -210,7 +210,6 @@ impl L2Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abi::MAX_SPARSE_BANKS;
 
     fn ctx(vm_id: u64, vp_id: u32) -> Option<NestedContext> {
         Some(NestedContext {
@@ -221,16 +220,7 @@ mod tests {
     }
 
     fn sparse(vps: &[u32]) -> ProcessorSet {
-        let mut banks = [0u64; MAX_SPARSE_BANKS];
-        let mut valid_bank_mask = 0;
-        for &vp in vps {
-            banks[vp as usize / 64] |= 1 << (vp % 64);
-            valid_bank_mask |= 1 << (vp / 64);
-        }
-        ProcessorSet::Sparse {
-            valid_bank_mask,
-            banks,
-        }
+        ProcessorSet::from_vps(vps)
     }
 
     /// The reference: KVM's scan over every vCPU's context.
