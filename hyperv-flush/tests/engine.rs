@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{Call, HOLE, INPUT_GPA, Mem, RecordingKicker, VpSet, memory};
-use hyperv_flush::abi::{GvaRange, HvCallCode, HvStatus, MAX_SPARSE_BANKS};
+use hyperv_flush::abi::{GvaRange, HvCallCode, HvStatus};
 use hyperv_flush::decode::{FlushCall, ProcessorSet};
 use hyperv_flush::engine::{
     EngineError, FlushObserver, FlushPath, InputKind, Level, NestedContext, Partition,
