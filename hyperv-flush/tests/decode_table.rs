@@ -11,7 +11,7 @@
 mod common;
 
 use common::{Call, HOLE, INPUT_GPA, Mem, PAGE, VpSet, memory};
-use hyperv_flush::abi::{GvaRange, HvStatus, MAX_SPARSE_BANKS};
+use hyperv_flush::abi::{GvaRange, HvStatus};
 use hyperv_flush::decode::{FlushCall, FlushRequest, GvaList, Offer, ProcessorSet, decode};
 
 const SUCCESS: HvStatus = HvStatus::SUCCESS;
