@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use hvflush_api::client::{ApiClient, ClientError};
 use hvflush_api::config::{FlushMode, HypervFlushUpdate};
 use hvflush_api::model::{CountersReport, Feature, ServicePath, UpdateOutcome, status_key};
+use hvflush_tests::{find_binary, kvm_usable};
 use serde_json::Value;
 
 /// How long the VMM gets to create the VM and bind the socket.
@@ -29,32 +30,9 @@ const EXIT_WAIT: Duration = Duration::from_secs(20);
 /// How long counters get to move (the guest is slow, not stuck).
 const PROGRESS_WAIT: Duration = Duration::from_secs(15);
 
-fn find_binary(name: &str) -> Result<PathBuf, String> {
-    if let Ok(path) = std::env::var(format!("CARGO_BIN_EXE_{name}")) {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("no test executable path: {e}"))?;
-    // target/<profile>/deps/api_e2e-<hash> → target/<profile>/<name>
-    exe.ancestors()
-        .skip(1)
-        .take(3)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| {
-            format!(
-                "{name} is not built next to {} (run `cargo build -p vmm-integration -p hvflush-api`)",
-                exe.display()
-            )
-        })
-}
-
 /// The binaries, or why the test cannot run here.
 fn setup() -> Result<(PathBuf, PathBuf), String> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .map_err(|e| format!("/dev/kvm is not usable: {e}"))?;
+    kvm_usable()?;
     Ok((find_binary("hvflush-vmm")?, find_binary("hvflush-remote")?))
 }
 

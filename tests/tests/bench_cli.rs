@@ -1,0 +1,54 @@
+//! `hvflush-vmm bench` end to end: a short run writes the JSON results and
+//! the SVG plot with every documented field. Only shapes and invariants are
+//! checked, never timings (hosts are noisy).
+
+use std::process::Command;
+
+use hvflush_tests::{find_binary, kvm_usable};
+use serde_json::Value;
+
+#[test]
+fn bench_writes_results_and_plot() {
+    let vmm = match kvm_usable().and_then(|()| find_binary("hvflush-vmm")) {
+        Ok(path) => path,
+        Err(reason) => return eprintln!("skipped: {reason}"),
+    };
+    let dir = std::env::temp_dir().join(format!("hvflush-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json_path, svg_path) = (dir.join("bench.json"), dir.join("bench.svg"));
+    let out = Command::new(&vmm)
+        .args(["bench", "--iterations", "100", "--running-iterations", "20"])
+        .args(["--targets", "1,2", "--json", "--output"])
+        .arg(&json_path)
+        .arg("--svg")
+        .arg(&svg_path)
+        .output()
+        .expect("hvflush-vmm runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(printed, written, "--output holds what --json printed");
+
+    let idle = &written["idle_targets"];
+    for key in ["trap_ns", "hypercall_ns", "ratio_vs_trap"] {
+        assert!(idle[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {idle}");
+    }
+    // Idle targets are outside KVM_RUN: never kicked.
+    assert_eq!(idle["kicks_per_targeted_vcpu"].as_f64(), Some(0.0));
+    let running = written["running_targets"].as_array().unwrap();
+    assert_eq!(running.len(), 2);
+    for (row, targets) in running.iter().zip([1u64, 2]) {
+        assert_eq!(row["running_targets"].as_u64(), Some(targets));
+        // Every call kicks each running target at least once.
+        assert!(row["kicks_per_call"].as_f64().unwrap() >= targets as f64);
+    }
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<polyline").count(), 2, "flush and trap lines");
+    std::fs::remove_dir_all(&dir).ok();
+}
