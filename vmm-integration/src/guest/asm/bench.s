@@ -9,7 +9,7 @@
 # Both phases run the same instructions (bench_phase); only the called
 # address differs, so the difference isolates the VMM's hypercall handling.
 # vCPUs 1..=param spin until `stop` (running targets); the others exit at
-# once (idle targets).
+# once (idle targets), and vCPU 0 waits until they have before marker 1.
 
 .equ B_CALL_TARGET, PV_TMP      # address called in the current phase
 .equ B_LOOPS, PV_TMP + 8        # calls left in the phase
@@ -30,7 +30,7 @@ WORKLOAD_BEGIN bench
     test r12, r12
     jz bench_initiator
     cmp r12, [rbp + CTL_PARAM]
-    ja bench_exit
+    ja bench_idle
 bench_spin:
     cmp qword ptr [rbp + CTL_STOP], 0
     jne bench_exit
@@ -38,8 +38,24 @@ bench_spin:
     jmp bench_spin
 bench_exit:
     EXIT 0
+bench_idle:
+    # Counted just before leaving: vCPU 0 starts measuring only after every
+    # idle vCPU got here, so its flushes find them outside KVM_RUN.
+    lock inc qword ptr [r14 + SH_DONE]
+    EXIT 0
 
 bench_initiator:
+    # Idle vCPUs: count - 1 - param (none if param covers every other vCPU).
+    lea rax, [r13 - 1]
+    mov rcx, [rbp + CTL_PARAM]
+    sub rax, rcx
+    jae 5f
+    xor eax, eax
+5:  cmp [r14 + SH_DONE], rax
+    je 6f
+    pause
+    jmp 5b
+6:
     mov rdi, [r15 + PV_OTHERS]
     call bench_nonex_mask
     mov rdi, [r15 + PV_OTHERS]
