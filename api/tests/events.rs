@@ -11,27 +11,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hvflush_api::events::{
-    Event, EventKind, EventMonitor, FlushStats, MonitorOptions, SummaryTicker,
+    Event, EventKind, EventMonitor, FlushStats, MonitorOptions, SummaryTicker, parse_event_stream,
 };
 use hvflush_api::model::{CountersReport, FlushCall, FlushPath, HypercallInput, Level};
 use hvflush_api::option::EventMonitorConfig;
 use serde_json::Value;
 
-/// Splits the file into events: objects separated by one blank line.
+/// Splits the file into events: pretty-printed objects separated by one
+/// blank line.
 fn parse_events(text: &str) -> Vec<Value> {
-    assert!(
-        text.is_empty() || text.ends_with("}\n\n"),
-        "bad tail: {text:?}"
-    );
-    text.split_terminator("\n\n")
-        .map(|chunk| {
-            assert!(
-                chunk.starts_with("{\n  \"timestamp\": {\n"),
-                "not pretty: {chunk}"
-            );
-            serde_json::from_str(chunk).unwrap_or_else(|e| panic!("{e}: {chunk}"))
-        })
-        .collect()
+    for chunk in text.split_terminator("\n\n") {
+        assert!(
+            chunk.starts_with("{\n  \"timestamp\": {\n"),
+            "not pretty: {chunk}"
+        );
+    }
+    parse_event_stream(text).unwrap_or_else(|e| panic!("{e}: {text:?}"))
 }
 
 fn check_shape(event: &Value) {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use hvflush_api::client::{ApiClient, ClientError};
 use hvflush_api::config::{FlushMode, HypervFlushUpdate};
+use hvflush_api::events::parse_event_stream;
 use hvflush_api::model::{CountersReport, Feature, ServicePath, UpdateOutcome, status_key};
 use hvflush_tests::{find_binary, kvm_usable};
 use serde_json::Value;
@@ -158,13 +159,7 @@ impl Vmm {
             text.ends_with("}\n\n"),
             "the last event ends with a blank line"
         );
-        text.split("\n\n")
-            .filter(|chunk| !chunk.trim().is_empty())
-            .map(|chunk| {
-                serde_json::from_str::<Value>(chunk)
-                    .unwrap_or_else(|e| panic!("event {chunk:?} does not parse: {e}"))
-            })
-            .collect()
+        parse_event_stream(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"))
     }
 
     /// `hvflush-remote --api-socket SOCKET ARGS...`: (success, stdout, stderr).

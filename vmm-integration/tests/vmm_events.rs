@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hvflush_api::events::{Event, EventMonitor, FlushStats, MonitorOptions};
+use hvflush_api::events::{Event, EventMonitor, FlushStats, MonitorOptions, parse_event_stream};
 use hyperv_flush::abi::{HvCallCode, HvStatus};
 use hyperv_flush::decode::FlushCall;
 use hyperv_flush::engine::{FlushObserver, FlushPath, InputKind, Level};
@@ -26,11 +26,7 @@ fn observe(name: &str, f: impl FnOnce(&EventObserver)) -> Vec<Value> {
         .unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     let _ = std::fs::remove_file(&path);
-    let mut events: Vec<Value> = text
-        .split("\n\n")
-        .filter(|c| !c.trim().is_empty())
-        .map(|c| serde_json::from_str(c).unwrap())
-        .collect();
+    let mut events = parse_event_stream(&text).unwrap();
     assert_eq!(events.pop().unwrap()["event"], "shutdown");
     events
 }

@@ -224,11 +224,7 @@ fn accepted_updates_are_reported_as_events() {
         .read_to_string(&mut text)
         .unwrap();
     let _ = std::fs::remove_file(&path);
-    let events: Vec<serde_json::Value> = text
-        .split("\n\n")
-        .filter(|c| !c.trim().is_empty())
-        .map(|c| serde_json::from_str(c).unwrap())
-        .collect();
+    let events = hvflush_api::events::parse_event_stream(&text).unwrap();
     let names: Vec<_> = events
         .iter()
         .map(|e| e["event"].as_str().unwrap())

@@ -9,6 +9,7 @@
 
 mod event;
 mod rate_limit;
+mod reader;
 mod summary;
 
 use std::fs::File;
@@ -25,6 +26,7 @@ use serde::Serialize;
 
 pub use event::{EVENT_SOURCE, Event, EventKind, FlushStats, Properties};
 pub use rate_limit::RateLimiter;
+pub use reader::{EventStreamError, parse_event_stream};
 pub use summary::SummaryTicker;
 
 use crate::option::{Endpoint, EventMonitorConfig};

@@ -260,11 +260,15 @@ impl CountersSnapshot {
         self.hypercalls[path.index()]
     }
 
-    /// Results with one status.
+    /// Results with one of the statuses in [`HvStatus::ALL`] (0 for any
+    /// other; see [`CountersSnapshot::other_statuses`]).
     pub fn with_status(&self, status: HvStatus) -> u64 {
-        status
-            .index()
-            .map_or(self.status[STATUSES - 1], |i| self.status[i])
+        status.index().map_or(0, |i| self.status[i])
+    }
+
+    /// Results with a status outside [`HvStatus::ALL`].
+    pub fn other_statuses(&self) -> u64 {
+        self.status[STATUSES - 1]
     }
 
     /// Total hypercalls handled.

@@ -65,14 +65,14 @@ impl KernelCounterSource {
             ..Default::default()
         };
         if !self.stats.is_empty() {
-            let sum = |name: &str| -> Option<u64> {
-                self.stats
-                    .iter()
-                    .map(|s| s.read(name).ok().flatten())
-                    .sum::<Option<u64>>()
-            };
-            out.hypercalls = sum("hypercalls");
-            out.tlb_flushes = sum("tlb_flush");
+            // `None` as soon as one vCPU's statistic is missing or unreadable.
+            let per_vcpu: Vec<_> = self
+                .stats
+                .iter()
+                .map(|s| s.offload_counters().ok())
+                .collect();
+            out.hypercalls = per_vcpu.iter().map(|c| c.and_then(|c| c.hypercalls)).sum();
+            out.tlb_flushes = per_vcpu.iter().map(|c| c.and_then(|c| c.tlb_flush)).sum();
         }
         let trace = self.trace.lock().unwrap_or_else(|e| e.into_inner());
         match trace.as_ref().map(HvFlushTrace::counts) {

@@ -248,11 +248,6 @@ impl Machine {
         &self.host
     }
 
-    /// The guest memory.
-    pub fn guest_memory(&self) -> &GuestMemoryMmap {
-        &self.mem
-    }
-
     /// The flush configuration the machine was built with.
     pub fn flush_config(&self) -> &HypervFlushConfig {
         &self.options.flush

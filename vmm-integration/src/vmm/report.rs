@@ -91,7 +91,7 @@ impl RunReport {
             .map(|s| (s.name().to_string(), self.counters.with_status(*s)))
             .filter(|(_, n)| *n > 0)
             .collect();
-        let other = self.counters.with_status(HvStatus(0xffff));
+        let other = self.counters.other_statuses();
         if other > 0 {
             map.insert("other".into(), other);
         }
