@@ -162,7 +162,7 @@ pub mod pvh {
     const _: () = {
         assert!(TRAMPOLINE_GPA % PAGE_SIZE == 0 && TRAMPOLINE_GPA < 0xA_0000);
         assert!(1 << STACK_SHIFT == super::STACK_SIZE);
-        assert!(ROM_GPA + ROM_SIZE == 1 << 32);
+        assert!(ROM_GPA + ROM_SIZE == 1 << 32 && ROM_GPA >= super::MMIO_HOLE_GPA);
         assert!(super::BENCH_STUB_GPA + PAGE_SIZE <= START_INFO_GPA);
         assert!(MEMMAP_GPA + MAX_MEMMAP_ENTRIES * 24 <= START_INFO_GPA + PAGE_SIZE);
     };
@@ -325,7 +325,6 @@ mod tests {
             assert_eq!(pair[0].0 + pair[0].1, pair[1].0);
         }
         assert_eq!(pvh::BOOT_PD_GPA + 4 * PAGE_SIZE, pvh::WORKLOAD_GPA);
-        assert!(pvh::ROM_GPA >= MMIO_HOLE_GPA);
     }
 
     #[test]
