@@ -178,12 +178,13 @@ fn format_counters(c: &CountersReport) -> String {
     }
     let ns = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v} ns"));
     out.push_str(&format!(
-        "targets: {}\nflushes requested: {}\nflushes executed: {}\nflush-all fallbacks: {}\n\
-         kicks: {}\nunresponsive vCPUs: {}\nlatency p50: {}\nlatency p99: {} ({} samples)\n\
+        "targets: {}\nflushes requested: {}\nflushes executed: {}\nexecutor repairs: {}\n\
+         flush-all fallbacks: {}\nkicks: {}\nunresponsive vCPUs: {}\nlatency p50: {}\nlatency p99: {} ({} samples)\n\
          events dropped: {}",
         c.targets,
         c.flushes_requested,
         c.flushes_executed,
+        c.executor_repairs,
         c.flush_all_fallbacks,
         c.kicks,
         c.unresponsive_vcpus,

@@ -68,6 +68,10 @@ impl FlushObserver for EventObserver {
             .emit(Event::synthetic_vmexit(vcpu_id(caller), tlb_lock_count));
     }
 
+    fn executor_repaired(&self, vcpu: usize) {
+        self.monitor.emit(Event::executor_repaired(vcpu_id(vcpu)));
+    }
+
     fn vcpu_unresponsive(&self, initiator: usize, target: usize, waited: Duration) {
         self.monitor.emit(Event::vcpu_unresponsive(
             vcpu_id(target),

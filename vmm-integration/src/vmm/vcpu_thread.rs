@@ -101,7 +101,7 @@ impl VcpuThread {
     ) -> Pending {
         match hooks {
             Some(h) => {
-                if let Err(e) = h.before_entry() {
+                if let Err(e) = h.before_entry(&self.vcpu) {
                     return Pending::End(VcpuOutcome::Error(error_line(&e)));
                 }
             }

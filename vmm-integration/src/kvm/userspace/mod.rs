@@ -140,6 +140,7 @@ impl<A: GuestAddressSpace> KvmUserspaceFlush<A> {
             shared: Arc::clone(self),
             index,
             record,
+            armed: 0,
         })
     }
 }
@@ -149,12 +150,21 @@ pub struct KvmVcpuFlush<A: GuestAddressSpace> {
     shared: Arc<KvmUserspaceFlush<A>>,
     index: usize,
     record: StealTimeRecord,
+    /// Flushes handed to KVM (armed in the record) that KVM has not been
+    /// seen to perform yet.
+    armed: u64,
 }
 
 impl<A: GuestAddressSpace> KvmVcpuFlush<A> {
-    /// Right before `KVM_RUN`: clears a pending kick, marks the vCPU in the
-    /// guest and arms the executor if another vCPU queued a flush for it.
-    pub fn before_entry(&mut self) -> Result<(), UserspaceError> {
+    /// Right before `KVM_RUN`, on the vCPU's thread, with the `VcpuFd` it
+    /// runs: clears a pending kick, marks the vCPU in the guest and arms
+    /// the executor if another vCPU queued a flush for it.
+    ///
+    /// Before arming, it checks that KVM still holds the vCPU's steal-time
+    /// registration and restores it if an INIT or RESET dropped it
+    /// (counted in `executor_repairs`). That costs one `KVM_GET_MSRS`, and
+    /// only on entries that carry a flush; other entries cost a few loads.
+    pub fn before_entry(&mut self, vcpu: &VcpuFd) -> Result<(), UserspaceError> {
         self.shared
             .kicker
             .kickers()
@@ -164,22 +174,50 @@ impl<A: GuestAddressSpace> KvmVcpuFlush<A> {
             .partition
             .before_entry(self.index)
             .map_err(UserspaceError::Engine)?;
-        if pending.is_some() {
-            // A full flush serves ranges too: over-flushing is always
-            // allowed (TLFS), and it is the one flush KVM offers userspace.
-            if let Err(e) = self.record.arm_flush(&*self.shared.mem.memory()) {
-                // Leave the vCPU marked outside so nothing waits on it.
-                let _ = self.shared.partition.after_exit(self.index);
-                return Err(UserspaceError::Executor(self.index, e));
-            }
+        if !pending.is_some() && self.armed == 0 {
+            return Ok(());
+        }
+        if let Err(e) = self.arm(vcpu, pending.levels()) {
+            // Leave the vCPU marked outside so nothing waits on it.
+            let _ = self.shared.partition.after_exit(self.index);
+            return Err(UserspaceError::Executor(self.index, e));
         }
         Ok(())
     }
 
-    /// Right after `KVM_RUN` returned (whatever it returned).
+    /// Makes KVM hold the registration, then adds `levels` flushes to the
+    /// armed request. A full flush serves ranges too: over-flushing is
+    /// always allowed (TLFS), and it is the one flush KVM offers userspace.
+    fn arm(&mut self, vcpu: &VcpuFd, levels: u64) -> Result<(), StealTimeError> {
+        if self.record.ensure_registered(vcpu)? {
+            // The index was validated in `setup_vcpu`.
+            let _ = self.shared.partition.executor_repaired(self.index);
+        }
+        if levels > 0 {
+            self.record.arm_flush(&*self.shared.mem.memory())?;
+            self.armed += levels;
+        }
+        Ok(())
+    }
+
+    /// Right after `KVM_RUN` returned (whatever it returned): marks the
+    /// vCPU outside and counts armed flushes KVM has performed.
     pub fn after_exit(&mut self) {
         // The index was validated in `setup_vcpu`.
         let _ = self.shared.partition.after_exit(self.index);
+        if self.armed == 0 {
+            return;
+        }
+        // An unreadable record keeps the flush armed: the next entry
+        // checks the registration again and reports the memory error.
+        let mem = self.shared.mem.memory();
+        if let Ok(false) = self.record.flush_still_armed(&*mem) {
+            let _ = self
+                .shared
+                .partition
+                .flushes_executed(self.index, self.armed);
+            self.armed = 0;
+        }
     }
 
     /// A `KVM_EXIT_IO` out: serves the hypercall if `port` is the stub's.
