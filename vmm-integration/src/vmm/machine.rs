@@ -282,6 +282,8 @@ impl Machine {
                     .layout
                     .steal_time_gpa(index as u32)
                     .map_err(MachineError::Layout)?,
+                hooks_off: self.options.bench_hooks_off,
+                bypass_hooks: false,
             };
             let tx = tx.clone();
             let tids = Arc::clone(&tids);

@@ -45,6 +45,10 @@ pub(crate) struct VcpuThread {
     pub(crate) start: Instant,
     pub(crate) echo: bool,
     pub(crate) steal_time_gpa: u64,
+    /// Bench markers between which this thread skips the flush hooks
+    /// ([`super::RunOptions::bench_hooks_off`]), and whether it does now.
+    pub(crate) hooks_off: Option<(u32, u32)>,
+    pub(crate) bypass_hooks: bool,
 }
 
 /// An exit, copied out of `kvm_run` so the vCPU can be borrowed again.
@@ -99,7 +103,8 @@ impl VcpuThread {
         hooks: &mut Option<KvmVcpuFlush<VmAddressSpace>>,
         console: &mut Console,
     ) -> Pending {
-        match hooks {
+        let bypass = self.bypass_hooks;
+        match hooks.as_mut().filter(|_| !bypass) {
             Some(h) => {
                 if let Err(e) = h.before_entry(&self.vcpu) {
                     return Pending::End(VcpuOutcome::Error(error_line(&e)));
@@ -109,13 +114,13 @@ impl VcpuThread {
         }
         // Checked after clearing the kick flag: a stop kick is never lost.
         if self.stop.load(SeqCst) {
-            if let Some(h) = hooks {
+            if let Some(h) = hooks.as_mut().filter(|_| !bypass) {
                 h.after_exit();
             }
             return Pending::End(VcpuOutcome::Stopped);
         }
         let result = self.vcpu.run();
-        if let Some(h) = hooks.as_mut() {
+        if let Some(h) = hooks.as_mut().filter(|_| !bypass) {
             h.after_exit();
         }
         let pending = match result {
@@ -183,6 +188,13 @@ impl VcpuThread {
                     value: word(),
                     at: self.start.elapsed(),
                 };
+                if let Some((off, on)) = self.hooks_off.filter(|_| self.index == 0) {
+                    if marker.value == off {
+                        self.bypass_hooks = true;
+                    } else if marker.value == on {
+                        self.bypass_hooks = false;
+                    }
+                }
                 self.markers
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
