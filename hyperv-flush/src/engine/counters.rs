@@ -238,7 +238,9 @@ pub struct CountersSnapshot {
     /// handed to the executor (one per level).
     pub flushes_taken: u64,
     /// Flushes the host confirmed it performed (the executor saw its
-    /// request consumed): `flushes_taken` minus those still armed.
+    /// request consumed). One host flush serves every flush taken since
+    /// the previous one, so `flushes_taken - flushes_executed` counts those
+    /// merged into an already armed flush, plus any still armed.
     pub flushes_executed: u64,
     /// Times the executor found the host had dropped a vCPU's flush
     /// registration (INIT or RESET clear it) and restored it.

@@ -519,12 +519,13 @@ impl Partition {
         Ok(pending)
     }
 
-    /// vCPU thread: the host confirmed it performed `taken` flushes that
-    /// [`Self::before_entry`] handed out (an executor that cannot observe
-    /// completion reports them when it hands them to the host).
-    pub fn flushes_executed(&self, vcpu: usize, taken: u64) -> Result<(), EngineError> {
+    /// vCPU thread: the host confirmed it performed `n` flushes, serving
+    /// what [`Self::before_entry`] handed out since the previous one (an
+    /// executor that cannot observe completion reports each flush when it
+    /// hands it to the host).
+    pub fn flushes_executed(&self, vcpu: usize, n: u64) -> Result<(), EngineError> {
         let slot = self.slot(vcpu)?;
-        VcpuCounters::bump(&slot.counters.flushes_executed, taken);
+        VcpuCounters::bump(&slot.counters.flushes_executed, n);
         Ok(())
     }
 

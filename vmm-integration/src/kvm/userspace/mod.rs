@@ -140,7 +140,7 @@ impl<A: GuestAddressSpace> KvmUserspaceFlush<A> {
             shared: Arc::clone(self),
             index,
             record,
-            armed: 0,
+            armed: false,
         })
     }
 }
@@ -150,9 +150,9 @@ pub struct KvmVcpuFlush<A: GuestAddressSpace> {
     shared: Arc<KvmUserspaceFlush<A>>,
     index: usize,
     record: StealTimeRecord,
-    /// Flushes handed to KVM (armed in the record) that KVM has not been
-    /// seen to perform yet.
-    armed: u64,
+    /// A flush is armed in the record and KVM has not been seen to
+    /// perform it yet.
+    armed: bool,
 }
 
 impl<A: GuestAddressSpace> KvmVcpuFlush<A> {
@@ -174,10 +174,10 @@ impl<A: GuestAddressSpace> KvmVcpuFlush<A> {
             .partition
             .before_entry(self.index)
             .map_err(UserspaceError::Engine)?;
-        if !pending.is_some() && self.armed == 0 {
+        if !pending.is_some() && !self.armed {
             return Ok(());
         }
-        if let Err(e) = self.arm(vcpu, pending.levels()) {
+        if let Err(e) = self.arm(vcpu, pending.is_some()) {
             // Leave the vCPU marked outside so nothing waits on it.
             let _ = self.shared.partition.after_exit(self.index);
             return Err(UserspaceError::Executor(self.index, e));
@@ -185,17 +185,18 @@ impl<A: GuestAddressSpace> KvmVcpuFlush<A> {
         Ok(())
     }
 
-    /// Makes KVM hold the registration, then adds `levels` flushes to the
-    /// armed request. A full flush serves ranges too: over-flushing is
-    /// always allowed (TLFS), and it is the one flush KVM offers userspace.
-    fn arm(&mut self, vcpu: &VcpuFd, levels: u64) -> Result<(), StealTimeError> {
+    /// Makes KVM hold the registration, then arms a flush if `new` work
+    /// was taken (an armed one serves it too). A full flush serves ranges
+    /// too: over-flushing is always allowed (TLFS), and it is the one
+    /// flush KVM offers userspace.
+    fn arm(&mut self, vcpu: &VcpuFd, new: bool) -> Result<(), StealTimeError> {
         if self.record.ensure_registered(vcpu)? {
             // The index was validated in `setup_vcpu`.
             let _ = self.shared.partition.executor_repaired(self.index);
         }
-        if levels > 0 {
+        if new {
             self.record.arm_flush(&*self.shared.mem.memory())?;
-            self.armed += levels;
+            self.armed = true;
         }
         Ok(())
     }
@@ -205,18 +206,15 @@ impl<A: GuestAddressSpace> KvmVcpuFlush<A> {
     pub fn after_exit(&mut self) {
         // The index was validated in `setup_vcpu`.
         let _ = self.shared.partition.after_exit(self.index);
-        if self.armed == 0 {
+        if !self.armed {
             return;
         }
         // An unreadable record keeps the flush armed: the next entry
         // checks the registration again and reports the memory error.
         let mem = self.shared.mem.memory();
         if let Ok(false) = self.record.flush_still_armed(&*mem) {
-            let _ = self
-                .shared
-                .partition
-                .flushes_executed(self.index, self.armed);
-            self.armed = 0;
+            let _ = self.shared.partition.flushes_executed(self.index, 1);
+            self.armed = false;
         }
     }
 
