@@ -284,6 +284,7 @@ impl Machine {
                     .map_err(MachineError::Layout)?,
                 hooks_off: self.options.bench_hooks_off,
                 bypass_hooks: false,
+                kick_only: None,
             };
             let tx = tx.clone();
             let tids = Arc::clone(&tids);

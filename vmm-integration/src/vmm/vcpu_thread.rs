@@ -15,7 +15,8 @@ use crate::error_chain::error_line;
 use crate::guest::BootError;
 use crate::guest::layout::{BENCH_STUB_GPA, CONSOLE_PORT, EXIT_PORT, MARKER_PORT};
 use crate::kvm::userspace::{
-    ExitHandled, KvmHypercallRegs, KvmUserspaceFlush, KvmVcpuFlush, VcpuKickers, hypercall_stub,
+    ExitHandled, KickRegistration, KvmHypercallRegs, KvmUserspaceFlush, KvmVcpuFlush, VcpuKickers,
+    hypercall_stub,
 };
 
 /// Port of the bench's trap-only stub: the same `out imm8, al; ret` as the
@@ -49,7 +50,14 @@ pub(crate) struct VcpuThread {
     /// ([`super::RunOptions::bench_hooks_off`]), and whether it does now.
     pub(crate) hooks_off: Option<(u32, u32)>,
     pub(crate) bypass_hooks: bool,
+    /// The kick registration when there are no flush hooks to carry it.
+    pub(crate) kick_only: Option<KickRegistration>,
 }
+
+type Registered = (
+    Option<KvmVcpuFlush<VmAddressSpace>>,
+    Option<KickRegistration>,
+);
 
 /// An exit, copied out of `kvm_run` so the vCPU can be borrowed again.
 enum Pending {
@@ -63,10 +71,11 @@ impl VcpuThread {
     /// unexpected exit. Returns the outcome and the last console lines.
     pub(crate) fn run(mut self) -> (VcpuOutcome, Vec<String>) {
         let mut console = Console::default();
-        let mut hooks = match self.register() {
-            Ok(h) => h,
+        let (mut hooks, kick_only) = match self.register() {
+            Ok(registered) => registered,
             Err(e) => return (VcpuOutcome::Error(e), Vec::new()),
         };
+        self.kick_only = kick_only;
         let outcome = loop {
             match self.step(&mut hooks, &mut console) {
                 Pending::End(outcome) => break outcome,
@@ -74,27 +83,25 @@ impl VcpuThread {
             }
         };
         console.flush(self.index, self.echo);
-        // Unregister (and mark stopped) before the VcpuFd goes away.
-        match hooks {
-            Some(h) => drop(h),
-            None => self.kickers.unregister(self.index),
-        }
+        // Unregister (and mark stopped) on this thread, before it ends.
+        drop(hooks);
+        self.kick_only = None;
         (outcome, std::mem::take(&mut console.lines))
     }
 
-    fn register(&mut self) -> Result<Option<KvmVcpuFlush<VmAddressSpace>>, String> {
+    /// The flush hooks (which carry the kick registration), or without a
+    /// userspace flush path the kick registration alone (VMM stop).
+    fn register(&mut self) -> Result<Registered, String> {
         match &self.flush {
             Some(flush) => flush
                 .setup_vcpu(&mut self.vcpu, self.index, self.steal_time_gpa)
-                .map(Some)
+                .map(|h| (Some(h), None))
                 .map_err(|e| error_line(&e)),
-            None => {
-                let immediate_exit = &raw mut self.vcpu.get_kvm_run().immediate_exit;
-                // SAFETY: points into this vCPU's kvm_run mapping, which lives
-                // as long as `self.vcpu`; `run` unregisters before returning.
-                unsafe { self.kickers.register(self.index, immediate_exit, None) };
-                Ok(None)
-            }
+            None => self
+                .kickers
+                .register(self.index, &self.vcpu, None)
+                .map(|k| (None, Some(k)))
+                .map_err(|e| error_line(&e)),
         }
     }
 
@@ -110,7 +117,12 @@ impl VcpuThread {
                     return Pending::End(VcpuOutcome::Error(error_line(&e)));
                 }
             }
-            None => self.kickers.clear_immediate_exit(self.index),
+            None => {
+                let kick = hooks.as_ref().map(|h| h.kick_registration());
+                if let Some(k) = kick.or(self.kick_only.as_ref()) {
+                    k.clear_immediate_exit();
+                }
+            }
         }
         // Checked after clearing the kick flag: a stop kick is never lost.
         if self.stop.load(SeqCst) {
