@@ -2,11 +2,13 @@
 //!
 //! `run` boots a built-in workload or a guest image on a KVM VM and serves
 //! the Hyper-V flush hypercalls; `probe` reports what this host can do;
-//! `bench` measures the flush path against a bare trap.
+//! `bench` measures the flush path against a bare trap; `guest-image` writes a
+//! workload as a PVH ELF for other VMMs.
 
 mod hvflush_vmm {
     pub mod bench;
     pub mod cli;
+    pub mod guest_image;
 }
 
 use std::process::ExitCode;
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
         Command::Run(args) => hvflush_vmm::cli::run(args),
         Command::Probe(args) => hvflush_vmm::cli::probe(args),
         Command::Bench(args) => hvflush_vmm::bench::bench(args),
+        Command::GuestImage(args) => hvflush_vmm::guest_image::guest_image(args),
     };
     match result {
         Ok(code) => code,

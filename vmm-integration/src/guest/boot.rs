@@ -49,6 +49,7 @@ const MXCSR_DEFAULT: u32 = 0x1f80;
 const SEG_TYPE_CODE_EXEC_READ_ACCESSED: u8 = 0xb;
 const SEG_TYPE_DATA_READ_WRITE_ACCESSED: u8 = 0x3;
 const SEG_TYPE_TSS64_BUSY: u8 = 0xb;
+const SEG_TYPE_TSS32_BUSY: u8 = 0xb;
 
 /// Errors while preparing guest memory or a vCPU.
 #[derive(Debug, Error)]
@@ -297,6 +298,61 @@ pub fn configure_vcpu(vcpu: &VcpuFd, layout: &GuestLayout, index: u32) -> Result
         mp_state: KVM_MP_STATE_RUNNABLE,
     })
     .map_err(vcpu_error("set the MP state"))
+}
+
+/// Puts the BSP into the PVH start state (Xen docs/misc/pvh.pandoc): 32-bit
+/// protected mode, paging off, flat CS/DS/ES/SS, TR a 32-bit busy TSS,
+/// EBX = `start_info`, RIP = `entry`. The application processors get no
+/// register state: they stay in KVM's power-on state (with the in-kernel
+/// irqchip: waiting for INIT/SIPI), as on hardware.
+pub fn configure_pvh_bsp(vcpu: &VcpuFd, entry: u64, start_info: u64) -> Result<(), BootError> {
+    let vcpu_error = |what| move |source| BootError::Vcpu { what, source };
+    let mut sregs = vcpu
+        .get_sregs()
+        .map_err(vcpu_error("get the special registers"))?;
+    sregs.cs = kvm_segment {
+        l: 0,
+        db: 1,
+        ..code_segment()
+    };
+    for segment in [
+        &mut sregs.ds,
+        &mut sregs.es,
+        &mut sregs.fs,
+        &mut sregs.gs,
+        &mut sregs.ss,
+    ] {
+        *segment = data_segment();
+    }
+    sregs.tr = kvm_segment {
+        base: 0,
+        limit: (TSS_SIZE - 1) as u32,
+        type_: SEG_TYPE_TSS32_BUSY,
+        ..task_segment()
+    };
+    sregs.ldt = kvm_segment {
+        unusable: 1,
+        ..Default::default()
+    };
+    // Unspecified by PVH: the guest loads its own before reloading segments.
+    sregs.gdt.base = 0;
+    sregs.gdt.limit = 0;
+    sregs.idt.base = 0;
+    sregs.idt.limit = 0;
+    sregs.cr0 = CR0_PE | CR0_ET;
+    sregs.cr3 = 0;
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+    vcpu.set_sregs(&sregs)
+        .map_err(vcpu_error("set the special registers"))?;
+    let regs = kvm_regs {
+        rip: entry,
+        rbx: start_info,
+        rflags: RFLAGS_RESERVED,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs)
+        .map_err(vcpu_error("set the general registers"))
 }
 
 fn check_image_size(layout: &GuestLayout, size: u64) -> Result<(), BootError> {

@@ -71,6 +71,11 @@ pub const CONSOLE_PORT: u16 = 0xE9;
 pub const EXIT_PORT: u16 = 0xF4;
 /// Port 0xF6: a 32-bit write is a bench phase marker the VMM timestamps.
 pub const MARKER_PORT: u16 = 0xF6;
+/// Port 0x600: Cloud Hypervisor's ACPI shutdown device (PM1 control); a
+/// byte write of [`POWER_OFF_VALUE`] powers the VM off.
+pub const POWER_PORT: u16 = 0x600;
+/// SLP_TYP = S5 (5 << 2) | SLP_EN (1 << 5) (ACPI 6.4 §4.8.3.2.1; CH's S5 value).
+pub const POWER_OFF_VALUE: u8 = 0x34;
 
 /// Offsets inside the control page at [`CONTROL_PAGE_GPA`] (all `u64`, little endian).
 ///
@@ -85,8 +90,81 @@ pub mod control {
     pub const PARAM: u64 = 16;
     /// GPA of the bench's trap-only stub (`out <trap port>, al; ret`), 0 if none.
     pub const TRAP_STUB_GPA: u64 = 24;
+    /// GPA of the PVH boot code's exit hook, written by that boot code (0 in
+    /// flat boot): where a vCPU goes when a VMM resumes it after its exit-port write.
+    pub const EXIT_HOOK: u64 = 32;
     /// Bytes of the page that carry meaning; the rest is reserved.
-    pub const USED_SIZE: u64 = 32;
+    pub const USED_SIZE: u64 = 40;
+}
+
+/// PVH boot of the built-in images (`docs/guest-abi.md` §10): what the image,
+/// its boot code and the VMM place where.
+pub mod pvh {
+    use super::{CONTROL_PAGE_GPA, IMAGE_GPA, PAGE_SIZE};
+
+    /// VMM-owned (hvflush-vmm): `struct hvm_start_info` (Xen
+    /// public/arch-x86/hvm/start_info.h), passed in EBX. Cloud Hypervisor
+    /// puts its own at 0x6000.
+    pub const START_INFO_GPA: u64 = 0xB000;
+    /// VMM-owned: the module list (one `struct hvm_modlist_entry`).
+    pub const MODLIST_GPA: u64 = 0xB040;
+    /// VMM-owned: module 0, the [parameter block](PARAMS_MAGIC).
+    pub const PARAMS_GPA: u64 = 0xB080;
+    /// VMM-owned: the memory map (`struct hvm_memmap_table_entry` array).
+    pub const MEMMAP_GPA: u64 = 0xB100;
+    /// Most memory-map entries the VMM writes (the page ends there).
+    pub const MAX_MEMMAP_ENTRIES: u64 = (PAGE_SIZE - 0x100) / 24;
+    /// Guest-owned: the page the boot code copies its real-mode AP trampoline
+    /// to; SIPI vector = this >> 12. Free in hvflush-vmm's layout and in Cloud
+    /// Hypervisor's (which uses 0x500-0x7FFF and 0x9000-0xBFFF, cmdline 0x20000).
+    pub const TRAMPOLINE_GPA: u64 = 0x1_0000;
+    /// `"HVTR"` at trampoline + 4: workloads check it before sending SIPIs.
+    pub const TRAMPOLINE_SIGNATURE: u32 = u32::from_le_bytes(*b"HVTR");
+    /// The boot code: the ELF's PT_LOAD starts here; PVH entry = this.
+    pub const BOOT_GPA: u64 = IMAGE_GPA;
+    /// Largest boot code (its blob is checked against it at build time).
+    pub const BOOT_CODE_SIZE: u64 = 0x2000;
+    /// The boot code's variables (zero when loaded, kept across INIT).
+    pub const BOOT_DATA_GPA: u64 = BOOT_GPA + BOOT_CODE_SIZE;
+    /// The boot code's PML4 (CR3); then the PDPT and four page directories
+    /// identity-mapping 4 GiB with 2 MiB pages.
+    pub const BOOT_PML4_GPA: u64 = BOOT_DATA_GPA + PAGE_SIZE;
+    /// The boot code's PDPT.
+    pub const BOOT_PDPT_GPA: u64 = BOOT_PML4_GPA + PAGE_SIZE;
+    /// The first of the boot code's four page directories.
+    pub const BOOT_PD_GPA: u64 = BOOT_PDPT_GPA + PAGE_SIZE;
+    /// Where the workload's flat image sits in a PVH image; the boot code
+    /// enters it here with the flat-ABI registers.
+    pub const WORKLOAD_GPA: u64 = BOOT_PD_GPA + 4 * PAGE_SIZE;
+    /// Control page the boot code uses (and zeroes) when no parameter block names one.
+    pub const FALLBACK_CONTROL_GPA: u64 = CONTROL_PAGE_GPA;
+    /// Parameter block (module 0) magic, `"HVFP"`: `u32 magic, u32 version,
+    /// u32 vcpu_count, u32 reserved, u64 usable_limit, u64 control_gpa`.
+    pub const PARAMS_MAGIC: u32 = u32::from_le_bytes(*b"HVFP");
+    /// Parameter block version.
+    pub const PARAMS_VERSION: u32 = 1;
+    /// Parameter block size in bytes.
+    pub const PARAMS_SIZE: usize = 32;
+    /// xAPIC MMIO base (Intel SDM Vol. 3A §11.4.1, IA32_APIC_BASE default).
+    pub const LAPIC_GPA: u64 = 0xFEE0_0000;
+    /// hvflush-vmm's reset ROM: 64 KiB ending at 4 GiB, read-only, so the
+    /// reset vector 0xFFFFFFF0 re-enters the PVH entry (`reboot`).
+    pub const ROM_GPA: u64 = 0xFFFF_0000;
+    /// Size of the reset ROM.
+    pub const ROM_SIZE: u64 = 0x1_0000;
+    /// Offset in the ROM's last page of the patched start_info GPA (u32).
+    pub const FW_START_INFO: u64 = 0x60;
+    /// Offset in the ROM's last page of the patched PVH entry (u32).
+    pub const FW_ENTRY: u64 = 0x64;
+    /// Log2 of [`STACK_SIZE`](super::STACK_SIZE), for the boot code.
+    pub const STACK_SHIFT: u32 = super::STACK_SIZE.trailing_zeros();
+
+    const _: () = {
+        assert!(TRAMPOLINE_GPA % PAGE_SIZE == 0 && TRAMPOLINE_GPA < 0xA_0000);
+        assert!(1 << STACK_SHIFT == super::STACK_SIZE);
+        assert!(ROM_GPA + ROM_SIZE == 1 << 32);
+        assert!(super::STEAL_TIME_GPA + super::STEAL_TIME_RECORD_SIZE * 64 <= START_INFO_GPA);
+    };
 }
 
 /// Bench phase markers written to [`MARKER_PORT`] by vCPU 0.

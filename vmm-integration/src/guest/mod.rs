@@ -6,11 +6,15 @@
 
 pub mod boot;
 pub mod layout;
+pub mod pvh;
+pub mod rom;
 pub mod workloads;
 
 pub use boot::{
-    BootError, ControlBlock, configure_vcpu, create_guest_memory, load_image, read_image_file,
-    register_guest_memory, request_stop, setup_memory, write_control_page,
+    BootError, ControlBlock, configure_pvh_bsp, configure_vcpu, create_guest_memory, load_image,
+    read_image_file, register_guest_memory, request_stop, setup_memory, write_control_page,
 };
 pub use layout::{GuestLayout, LayoutError};
+pub use pvh::{PvhError, PvhImage, PvhParams};
+pub use rom::RomError;
 pub use workloads::{UnknownWorkload, Workload, image};

@@ -10,18 +10,20 @@ use hvflush_api::config::HypervFlushConfig;
 use hyperv_flush::decode::Offer;
 use hyperv_flush::engine::{EngineError, FlushObserver, NoopObserver, Partition, PartitionConfig};
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use thiserror::Error;
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 
 use super::VmAddressSpace;
 use super::kernel_counters::KernelCounterSource;
-use super::options::{GuestProgram, RunOptions};
+use super::options::{BootMode, GuestProgram, RunOptions};
 use super::report::{RunReport, VcpuOutcome};
 use super::vcpu_thread::{self, VcpuThread};
 use crate::cpuid::{MergeError, UserspaceOffer, merge_hyperv_leaves};
 use crate::decision::{self, Decision, FlushPath, HostFacts, Refusal};
-use crate::guest::{self, BootError, ControlBlock, GuestLayout, LayoutError};
+use crate::guest::pvh::{self, PvhImage, PvhParams};
+use crate::guest::rom::{self, RomError};
+use crate::guest::{self, BootError, ControlBlock, GuestLayout, LayoutError, PvhError};
 use crate::kvm::offload::{KvmOffload, OffloadError};
 use crate::kvm::probe::{self, ProbeError};
 use crate::kvm::userspace::{
@@ -51,6 +53,12 @@ pub enum MachineError {
     /// Guest memory or image setup failed.
     #[error("Cannot set up the guest")]
     Boot(#[source] BootError),
+    /// The PVH image was refused or could not be loaded.
+    #[error("Cannot boot the PVH image")]
+    Pvh(#[source] PvhError),
+    /// The reset ROM could not be set up.
+    #[error("Cannot set up the reset ROM")]
+    Rom(#[source] RomError),
     /// CPUID composition failed.
     #[error("Cannot compose the guest CPUID")]
     Cpuid(#[source] MergeError),
@@ -86,6 +94,8 @@ pub struct Machine {
     // registration it uses.
     vm: VmFd,
     mem: GuestMemoryMmap,
+    /// The reset ROM (PVH boot); mapped as long as the VM.
+    _rom: Option<GuestMemoryMmap>,
     layout: GuestLayout,
     vcpus: Vec<VcpuFd>,
     kernel_counters: Arc<KernelCounterSource>,
@@ -129,13 +139,42 @@ impl Machine {
         unsafe { guest::register_guest_memory(&vm, &mem) }.map_err(MachineError::Boot)?;
         guest::setup_memory(&mem, &layout).map_err(MachineError::Boot)?;
         let (image, program_name) = match &options.program {
-            GuestProgram::Builtin(w) => (guest::image(*w).to_vec(), w.name().to_string()),
+            GuestProgram::Builtin(w) => (
+                match options.boot {
+                    BootMode::Pvh => pvh::build_image(*w),
+                    BootMode::Flat => guest::image(*w).to_vec(),
+                },
+                w.name().to_string(),
+            ),
             GuestProgram::Image(path) => (
                 guest::read_image_file(path, &layout).map_err(MachineError::Boot)?,
                 path.display().to_string(),
             ),
         };
-        guest::load_image(&mem, &layout, &image).map_err(MachineError::Boot)?;
+        // A PVH ELF boots like on hardware: entry and start_info for the BSP.
+        let pvh_boot = if pvh::is_elf(&image) {
+            let elf = PvhImage::parse(&image, &layout).map_err(MachineError::Pvh)?;
+            elf.load(&mem).map_err(MachineError::Pvh)?;
+            let start_info = pvh::write_boot_info(&mem, &layout, &PvhParams::for_layout(&layout))
+                .map_err(MachineError::Pvh)?;
+            Some((elf.entry(), start_info))
+        } else {
+            guest::load_image(&mem, &layout, &image).map_err(MachineError::Boot)?;
+            None
+        };
+        let rom = match pvh_boot {
+            Some((entry, start_info)) => {
+                let bytes = rom::rom_image(entry, start_info).map_err(MachineError::Rom)?;
+                let rom = rom::create_rom(&bytes).map_err(MachineError::Rom)?;
+                let readonly = kvm.check_extension(Cap::ReadonlyMem);
+                let slot = mem.num_regions() as u32;
+                // SAFETY: `rom` is stored in the Machine next to `vm`, like `mem`.
+                unsafe { rom::register_rom(&vm, &rom, slot, readonly) }
+                    .map_err(MachineError::Rom)?;
+                Some(rom)
+            }
+            None => None,
+        };
         let trap_stub_gpa =
             vcpu_thread::install_bench_trap_stub(&mem).map_err(MachineError::Boot)?;
         let block = ControlBlock {
@@ -208,12 +247,21 @@ impl Machine {
                 o.setup_vcpu(&vcpu, &vcpu_cpuid)
                     .map_err(MachineError::Offload)?;
             }
-            guest::configure_vcpu(&vcpu, &layout, index).map_err(MachineError::Boot)?;
+            match pvh_boot {
+                Some((entry, start_info)) if index == 0 => {
+                    guest::configure_pvh_bsp(&vcpu, entry, start_info)
+                        .map_err(MachineError::Boot)?;
+                }
+                // APs: KVM's power-on state, waiting for INIT/SIPI.
+                Some(_) => {}
+                None => guest::configure_vcpu(&vcpu, &layout, index).map_err(MachineError::Boot)?,
+            }
             vcpu_fds.push(vcpu);
         }
         Ok(Self {
             vm,
             mem,
+            _rom: rom,
             layout,
             kernel_counters: Arc::new(KernelCounterSource::open(&vcpu_fds)),
             vcpus: vcpu_fds,
@@ -267,6 +315,7 @@ impl Machine {
         let markers = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let tids = Arc::new(Mutex::new(Vec::new()));
+        let power_off = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
         for (index, vcpu) in self.vcpus.drain(..).enumerate() {
             let thread = VcpuThread {
@@ -285,6 +334,9 @@ impl Machine {
                 hooks_off: self.options.bench_hooks_off,
                 bypass_hooks: false,
                 kick_only: None,
+                ignore_exit_port: self.options.ignore_exit_port,
+                power_off: Arc::clone(&power_off),
+                exit_code: None,
             };
             let tx = tx.clone();
             let tids = Arc::clone(&tids);
@@ -323,6 +375,11 @@ impl Machine {
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if power_off.load(SeqCst) {
+                // The guest powered off: every vCPU ends, no failure by itself.
+                stop.store(true, SeqCst);
+                self.kickers.kick_all();
             }
             let elapsed = start.elapsed();
             let marker_seen = self.options.stop_on_marker.is_some_and(|value| {

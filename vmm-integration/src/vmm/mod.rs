@@ -15,7 +15,7 @@ mod vcpu_thread;
 pub use events::{EventObserver, EventReporting};
 pub use kernel_counters::KernelCounterSource;
 pub use machine::{Machine, MachineError};
-pub use options::{GuestProgram, RunOptions};
+pub use options::{BootMode, GuestProgram, RunOptions};
 pub use report::{Marker, RunReport, VcpuOutcome};
 pub use service::{VmmFlushService, counters_report};
 pub use vcpu_thread::BENCH_TRAP_PORT;

@@ -12,8 +12,33 @@ use crate::guest::Workload;
 pub enum GuestProgram {
     /// A built-in workload.
     Builtin(Workload),
-    /// A flat binary following `docs/guest-abi.md`.
+    /// A file: a PVH ELF (ELF magic) or a flat binary following `docs/guest-abi.md`.
     Image(PathBuf),
+}
+
+/// How a built-in workload is started (`docs/guest-abi.md` §3, §10).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BootMode {
+    /// As a PVH ELF: only the BSP gets register state, its boot code starts
+    /// the other vCPUs with INIT/SIPI, like an OS on hardware.
+    #[default]
+    Pvh,
+    /// The flat ABI: every vCPU RUNNABLE in long mode at the image's first byte.
+    Flat,
+}
+
+impl std::str::FromStr for BootMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pvh" => Ok(BootMode::Pvh),
+            "flat" => Ok(BootMode::Flat),
+            other => Err(format!(
+                "Unknown boot mode {other:?} (expected pvh or flat)"
+            )),
+        }
+    }
 }
 
 /// Everything a run needs.
@@ -27,6 +52,12 @@ pub struct RunOptions {
     pub flush: HypervFlushConfig,
     /// The guest program.
     pub program: GuestProgram,
+    /// How a built-in workload boots (files: PVH if ELF, else flat).
+    pub boot: BootMode,
+    /// Behave like a VMM that does not know port 0xF4 (Cloud Hypervisor):
+    /// record the exit code, resume the vCPU, and end the VM when the guest
+    /// powers off through port 0x600.
+    pub ignore_exit_port: bool,
     /// After this long, ask the guest to stop (control page `stop`).
     pub duration: Option<Duration>,
     /// Fail the run if it has not ended after this long.
@@ -55,6 +86,8 @@ impl Default for RunOptions {
             memory_mib: 64,
             flush: HypervFlushConfig::default(),
             program: GuestProgram::Builtin(Workload::Smoke),
+            boot: BootMode::Pvh,
+            ignore_exit_port: false,
             duration: None,
             timeout: Duration::from_secs(120),
             vp_index_stride: 1,

@@ -22,6 +22,16 @@ pub enum VcpuOutcome {
     Error(String),
 }
 
+impl VcpuOutcome {
+    /// The outcome of an exit-port value: 0 passes, anything else is its failure code.
+    pub fn from_exit_code(code: u32) -> Self {
+        match code {
+            0 => VcpuOutcome::Passed,
+            code => VcpuOutcome::Failed(code),
+        }
+    }
+}
+
 /// A bench marker: vCPU, value, time since the run started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Marker {

@@ -13,7 +13,9 @@ use super::console::Console;
 use super::report::{Marker, VcpuOutcome};
 use crate::error_chain::error_line;
 use crate::guest::BootError;
-use crate::guest::layout::{BENCH_STUB_GPA, CONSOLE_PORT, EXIT_PORT, MARKER_PORT};
+use crate::guest::layout::{
+    BENCH_STUB_GPA, CONSOLE_PORT, EXIT_PORT, MARKER_PORT, POWER_OFF_VALUE, POWER_PORT,
+};
 use crate::kvm::userspace::{
     ExitHandled, KickRegistration, KvmHypercallRegs, KvmUserspaceFlush, KvmVcpuFlush, VcpuKickers,
     hypercall_stub,
@@ -52,6 +54,12 @@ pub(crate) struct VcpuThread {
     pub(crate) bypass_hooks: bool,
     /// The kick registration when there are no flush hooks to carry it.
     pub(crate) kick_only: Option<KickRegistration>,
+    /// Resume after an exit-port write instead of ending the vCPU.
+    pub(crate) ignore_exit_port: bool,
+    /// Set when the guest powers the VM off (port 0x600); the run loop stops every vCPU.
+    pub(crate) power_off: Arc<AtomicBool>,
+    /// The last exit-port value, when resumed after it.
+    pub(crate) exit_code: Option<u32>,
 }
 
 type Registered = (
@@ -81,6 +89,11 @@ impl VcpuThread {
                 Pending::End(outcome) => break outcome,
                 Pending::Nothing | Pending::IoOut(..) => {}
             }
+        };
+        // Ended by a power-off after its exit-port write: that write is the result.
+        let outcome = match (outcome, self.exit_code) {
+            (VcpuOutcome::Stopped, Some(code)) => VcpuOutcome::from_exit_code(code),
+            (outcome, _) => outcome,
         };
         console.flush(self.index, self.echo);
         // Unregister (and mark stopped) on this thread, before it ends.
@@ -190,10 +203,18 @@ impl VcpuThread {
                     .for_each(|b| console.push(self.index, *b, self.echo));
                 Pending::Nothing
             }
-            EXIT_PORT => Pending::End(match word() {
-                0 => VcpuOutcome::Passed,
-                code => VcpuOutcome::Failed(code),
-            }),
+            EXIT_PORT if self.ignore_exit_port => {
+                self.exit_code = Some(word());
+                Pending::Nothing
+            }
+            EXIT_PORT => Pending::End(VcpuOutcome::from_exit_code(word())),
+            POWER_PORT if data.first() == Some(&POWER_OFF_VALUE) => {
+                self.power_off.store(true, SeqCst);
+                Pending::End(match self.exit_code {
+                    Some(code) => VcpuOutcome::from_exit_code(code),
+                    None => VcpuOutcome::Error("powered off before its exit-port write".into()),
+                })
+            }
             MARKER_PORT => {
                 let marker = Marker {
                     vcpu: self.index,

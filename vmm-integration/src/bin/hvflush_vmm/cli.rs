@@ -15,7 +15,8 @@ use vmm_integration::decision::{probe_host, render_probe_human};
 use vmm_integration::error_chain::error_line;
 use vmm_integration::guest::Workload;
 use vmm_integration::vmm::{
-    EventObserver, EventReporting, GuestProgram, Machine, RunOptions, RunReport, VmmFlushService,
+    BootMode, EventObserver, EventReporting, GuestProgram, Machine, RunOptions, RunReport,
+    VmmFlushService,
 };
 
 /// Hyper-V TLB-flush enlightenments on KVM: the reference VMM.
@@ -34,6 +35,9 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Measure the flush path against a bare trap (writes JSON).
     Bench(crate::hvflush_vmm::bench::BenchArgs),
+    /// Write a workload as a PVH ELF (for Cloud Hypervisor's --kernel) and
+    /// optionally its parameter block (for --initramfs).
+    GuestImage(crate::hvflush_vmm::guest_image::GuestImageArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -68,10 +72,25 @@ pub struct RunArgs {
     /// Built-in workload.
     #[arg(long, default_value = "smoke", conflicts_with = "guest_image")]
     pub workload: Workload,
-    /// A flat guest binary following docs/guest-abi.md, instead of a workload.
+    /// A guest image instead of a workload: a PVH ELF (booted like the
+    /// workloads: BSP at the PVH entry, APs by INIT/SIPI) or a flat binary
+    /// (every vCPU in long mode at its first byte), see docs/guest-abi.md.
     #[arg(long, value_name = "FILE")]
     pub guest_image: Option<PathBuf>,
-    /// Ask the guest to stop after this many seconds (storm).
+    /// How a built-in workload boots: pvh (its PVH image; the boot code
+    /// starts the APs with INIT/SIPI) or flat (every vCPU RUNNABLE in long mode).
+    #[arg(
+        long,
+        value_name = "pvh|flat",
+        default_value = "pvh",
+        conflicts_with = "guest_image"
+    )]
+    pub boot: BootMode,
+    /// Act like a VMM that ignores the exit port 0xF4 (Cloud Hypervisor):
+    /// resume the vCPU, and end the VM when the guest powers off (port 0x600).
+    #[arg(long)]
+    pub ignore_exit_port: bool,
+    /// Ask the guest to stop after this many seconds (storm, restart).
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub duration: u64,
     /// Fail the run if it has not ended after this many seconds.
@@ -106,13 +125,15 @@ impl RunArgs {
             Some(path) => GuestProgram::Image(path.clone()),
             None => GuestProgram::Builtin(self.workload),
         };
-        let storm = matches!(program, GuestProgram::Builtin(Workload::Storm));
+        let until_stop = matches!(program, GuestProgram::Builtin(w) if w.runs_until_stop());
         Ok(RunOptions {
             vcpus: self.vcpus,
             memory_mib: self.memory,
             flush: self.flush.config()?,
             program,
-            duration: storm.then(|| Duration::from_secs(self.duration)),
+            boot: self.boot,
+            ignore_exit_port: self.ignore_exit_port,
+            duration: until_stop.then(|| Duration::from_secs(self.duration)),
             timeout: Duration::from_secs(self.timeout),
             vp_index_stride: self.vp_index_stride,
             iterations: 0,

@@ -42,6 +42,8 @@ WORKLOAD_BEGIN abi_selftest
     mov r10, rdx
     mov r11, rcx
     mov rbx, rsp
+    mov rbp, rcx                # for EXIT_EAX should an early check fail
+    mov r12, rdi
 
     mov edi, ST_COUNT
     mov esi, 64

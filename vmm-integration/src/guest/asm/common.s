@@ -22,6 +22,7 @@
 .equ CTL_ITERATIONS, 8
 .equ CTL_PARAM, 16
 .equ CTL_TRAP_STUB, 24
+# CTL_EXIT_HOOK comes from layout::control::EXIT_HOOK (workloads.rs).
 
 # ---- Hyper-V (TLFS 6.0 §3.13 MSRs, §3.7 hypercall control, appendix flush calls) ----
 .equ HV_MSR_GUEST_OS_ID, 0x40000000
@@ -49,6 +50,46 @@
 .equ HV_STATUS_ACCESS_DENIED, 6
 # Fast input: RDX, R8, then XMM0-XMM5 = 14 qwords (TLFS §3.7.8).
 .equ HV_FAST_QWORDS, 14
+
+# ---- xAPIC interprocessor interrupts (Intel SDM Vol. 3A §11.6.1, §9.4.4) ----
+# LAPIC_GPA and TRAMPOLINE_GPA / TRAMPOLINE_SIGNATURE come from layout.rs (workloads.rs).
+.equ ICR_LOW, 0x300
+.equ ICR_HIGH, 0x310                # destination APIC ID in bits 31:24
+.equ ICR_BUSY, 1 << 12              # delivery status
+.equ ICR_INIT, 0x00004500           # INIT, level assert, to the destination
+.equ ICR_SIPI, 0x00004600           # start-up | vector, to the destination
+.equ ICR_INIT_OTHERS, 0x000C4500    # INIT, all excluding self
+.equ ICR_SIPI_OTHERS, 0x000C4600    # start-up | vector, all excluding self
+.equ ICR_INIT_ALL, 0x00084500       # INIT, all including self
+.equ INIT_DELAY, 10000              # pause loops after INIT (KVM needs none; hardware wants ~10 ms)
+.equ SIPI_DELAY, 1000               # pause loops after each SIPI
+
+# Writes ICR high (\dest << 24) and low (\low), waits until it is delivered,
+# then spins \delay (>= 1) pause loops. Needs the LAPIC mapped (PVH boot's
+# page tables map it uncached). Clobbers RAX, RCX.
+.macro SEND_IPI dest, low, delay
+    mov eax, LAPIC_GPA
+    mov dword ptr [rax + ICR_HIGH], (\dest) << 24
+    mov dword ptr [rax + ICR_LOW], \low
+98: test dword ptr [rax + ICR_LOW], ICR_BUSY
+    jz 97f
+    pause
+    jmp 98b
+97: mov ecx, \delay
+96: pause
+    dec ecx
+    jnz 96b
+.endm
+
+# Fails with \code unless the PVH boot code's trampoline is in place (the
+# workload needs INIT/SIPI, so it cannot run under flat boot).
+.macro NEED_TRAMPOLINE name, code
+    mov edi, \code
+    mov esi, TRAMPOLINE_SIGNATURE
+    mov edx, [TRAMPOLINE_GPA + 4]
+    cmp edx, esi
+    jne \name\()_fail
+.endm
 
 # ---- Guest data area after the image (zero at start: fresh guest RAM) ----
 .equ SH_BARRIER, 0x000          # u64 barrier arrivals (monotonic)
@@ -126,12 +167,25 @@ hvflush_guest_\name\()_end:
     lea r15, [r14 + r15 + SH_PERCPU]
 .endm
 
-# Ends this vCPU with status \code (0 = pass). The VMM never resumes it; ud2 would
-# turn a resume into a visible shutdown instead of running on.
+# Ends this vCPU with status \code (0 = pass).
 .macro EXIT code
     mov eax, \code
+    EXIT_EAX
+.endm
+
+# Ends this vCPU with the status in EAX. hvflush-vmm never resumes it. A VMM
+# that ignores the port resumes it here: then the PVH boot code's exit hook
+# (control page `exit_hook`, EDI = status, ESI = vCPU index) reports and powers
+# off; without a hook (flat boot) ud2 turns the resume into a visible shutdown.
+.macro EXIT_EAX
     out PORT_EXIT, eax
-    ud2
+    mov edi, eax
+    mov esi, r12d
+    mov rax, [rbp + CTL_EXIT_HOOK]
+    test rax, rax
+    jz 99f
+    jmp rax
+99: ud2
 .endm
 
 # Prints the NUL-terminated string at \label.
@@ -208,8 +262,7 @@ hvflush_guest_\name\()_end:
     call \name\()_print_hex
     PRINT \name, \name\()_s_newline
     mov eax, ebx
-    out PORT_EXIT, eax
-    ud2
+    EXIT_EAX
 
 # Waits until every vCPU has arrived. The counter only grows: barrier k of a
 # run completes when it reaches k * count.

@@ -16,18 +16,18 @@
 .equ S_QWORDS, PV_TMP + 24      # input size in qwords (fast input must fit 14)
 .equ S_DENIED, PV_TMP + 32      # calls answered ACCESS_DENIED (service off)
 
-WORKLOAD_BEGIN storm
-    WORKLOAD_ENTRY storm
-    call storm_hv_init
+# The storm loop, shared with `restart`: seeds the generator from the vCPU
+# index, then random calls until `stop`; continues at \name\()_storm_done.
+.macro STORM_LOOP name
     lea rax, [r12 + 1]
     mov rcx, 0x9e3779b97f4a7c15     # golden-ratio seed spreading, never 0 times 1..64
     imul rax, rcx
     mov [r15 + PV_RNG], rax
     mov qword ptr [r15 + S_DENIED], 0
 
-storm_loop:
+\name\()_storm_loop:
     cmp qword ptr [rbp + CTL_STOP], 0
-    jne storm_done
+    jne \name\()_storm_done
 
     # xorshift64 (Marsaglia 2003): 13, 7, 17.
     mov rax, [r15 + PV_RNG]
@@ -56,21 +56,21 @@ storm_loop:
     bt rax, 63                      # Ex, when offered?
     jnc 6f
     test qword ptr [r15 + PV_FEATURES], FEAT_EX
-    jnz storm_ex
+    jnz \name\()_storm_ex
 6:
-    call storm_input_nonex
+    call \name\()_input_nonex
     mov qword ptr [r15 + S_QWORDS], 3
     mov ecx, HVCALL_SPACE
-    jmp storm_kind
-storm_ex:
-    call storm_input_ex
+    jmp \name\()_storm_kind
+\name\()_storm_ex:
+    call \name\()_input_ex
     mov rcx, rax
     add rax, 4
     mov [r15 + S_QWORDS], rax
     shl rcx, HV_HDR_SHIFT
     or rcx, HVCALL_SPACE_EX
 
-storm_kind:
+\name\()_storm_kind:
     # Space or List? (List codes are Space codes + 1.)
     xor eax, eax
     mov [r15 + S_EXPECT], rax
@@ -87,7 +87,7 @@ storm_kind:
     mov rdi, [r15 + S_GVAS]
     mov edx, 0x200003
     mov r8d, 0x10000
-    call storm_gvas
+    call \name\()_gvas
     mov rcx, [r15 + S_CONTROL]
 2:  mov [r15 + S_CONTROL], rcx
 
@@ -100,25 +100,32 @@ storm_kind:
     cmp qword ptr [r15 + S_QWORDS], HV_FAST_QWORDS
     ja 3f
     lea rsi, [r15 + PV_INPUT]
-    call storm_call_fast
+    call \name\()_call_fast
     jmp 4f
-3:  call storm_call_input_page
+3:  call \name\()_call_input_page
 4:  mov rsi, [r15 + S_EXPECT]
     cmp rax, rsi
     je 5f
     cmp rax, HV_STATUS_ACCESS_DENIED
     jne 7f
     inc qword ptr [r15 + S_DENIED]
-    jmp storm_loop
+    jmp \name\()_storm_loop
 7:  mov rdx, rax
     mov rdi, [r15 + S_CONTROL]
     and edi, 0xff
     or edi, 0x400
-    jmp storm_fail
+    jmp \name\()_fail
 5:  inc qword ptr [r15 + PV_COUNT]
-    jmp storm_loop
+    jmp \name\()_storm_loop
 
-storm_done:
+.endm
+
+WORKLOAD_BEGIN storm
+    WORKLOAD_ENTRY storm
+    call storm_hv_init
+    STORM_LOOP storm
+
+storm_storm_done:
     PRINT storm, storm_s_calls
     mov rax, [r15 + PV_COUNT]
     call storm_print_hex
