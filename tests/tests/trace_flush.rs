@@ -705,6 +705,47 @@ fn storm_flushes_are_seen_by_the_host() {
     assert_eq!(summary.vcpus_checked, VCPUS as usize, "{summary:?}");
 }
 
+// Every vCPU but the BSP is started by INIT/SIPI (the default PVH boot),
+// which drops its steal-time registration: the executor restores it once
+// per INIT, before the vCPU's first flush after it.
+
+#[test]
+fn conformance_flushes_are_seen_by_the_host() {
+    let Some((report, _)) = traced_run(Workload::Conformance, None) else {
+        return;
+    };
+    assert!(report.counters.executor_repairs >= u64::from(VCPUS - 1));
+}
+
+#[test]
+fn flushes_after_a_running_target_is_restarted_by_init_sipi_are_seen_by_the_host() {
+    let Some((report, summary)) = traced_run(Workload::Restart, Some(Duration::from_secs(2)))
+    else {
+        return;
+    };
+    // The APs' start-up INITs, and vCPU 1's second INIT in mid-storm.
+    assert!(
+        report.counters.executor_repairs >= u64::from(VCPUS),
+        "{:?}",
+        report.counters
+    );
+    assert_eq!(summary.vcpus_checked, VCPUS as usize, "{summary:?}");
+}
+
+#[test]
+fn flushes_after_a_vm_reset_are_seen_by_the_host() {
+    let Some((report, _)) = traced_run(Workload::Reboot, None) else {
+        return;
+    };
+    // Every vCPU, the BSP too, is reset by the reboot; the APs also at
+    // both start-ups.
+    assert!(
+        report.counters.executor_repairs >= u64::from(2 * VCPUS - 1),
+        "{:?}",
+        report.counters
+    );
+}
+
 // The checker against synthetic traces (it must be able to fail).
 
 fn line(vcpu: usize, us: u64, what: &str) -> String {
