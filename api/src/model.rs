@@ -317,8 +317,11 @@ pub struct CountersReport {
     pub targets: u64,
     /// Per-vCPU flushes queued.
     pub flushes_requested: u64,
-    /// Per-vCPU flushes carried out.
+    /// Per-vCPU flushes the host confirmed it carried out.
     pub flushes_executed: u64,
+    /// Times the flush executor found a vCPU's registration with the host
+    /// dropped (an INIT or RESET of that vCPU) and restored it.
+    pub executor_repairs: u64,
     /// Requests turned into a flush-all (queue full, too many entries).
     pub flush_all_fallbacks: u64,
     /// Kicks sent to running target vCPUs.
@@ -370,6 +373,7 @@ impl Default for CountersReport {
             targets: 0,
             flushes_requested: 0,
             flushes_executed: 0,
+            executor_repairs: 0,
             flush_all_fallbacks: 0,
             kicks: 0,
             unresponsive_vcpus: 0,

@@ -84,3 +84,30 @@ fn failures_print_the_chain_and_exit_non_zero() {
     let out = remote(&server.socket, &[]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn global_flags_go_before_or_after_the_subcommand() {
+    let server = TestServer::start();
+    let exe = env!("CARGO_BIN_EXE_hvflush-remote");
+    for args in [
+        vec!["--json", "--api-socket", "S", "counters"],
+        vec!["--api-socket", "S", "counters", "--json"],
+        vec!["counters", "--json", "--api-socket", "S"],
+        vec!["info", "--api-socket", "S", "--json"],
+    ] {
+        let socket = server.socket.to_str().unwrap();
+        let args: Vec<&str> = args
+            .into_iter()
+            .map(|a| if a == "S" { socket } else { a })
+            .collect();
+        let out = Command::new(exe).args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?} printed no JSON: {e}"));
+        assert!(json.is_object(), "{args:?}");
+    }
+    // Without a socket: a usage error (exit 2), naming the option.
+    let out = Command::new(exe).arg("ping").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--api-socket"));
+}

@@ -40,6 +40,30 @@ fn bench_writes_results_and_plot() {
     }
     // Idle targets are outside KVM_RUN: never kicked.
     assert_eq!(idle["kicks_per_targeted_vcpu"].as_f64(), Some(0.0));
+    let exits = &written["non_flush_exits"];
+    for key in [
+        "trap_hooks_off_ns",
+        "trap_hooks_on_ns",
+        "ratio_hooks_on_vs_off",
+    ] {
+        assert!(
+            exits[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key}: {exits}"
+        );
+    }
+    let executor = &written["executor"];
+    for key in ["self_flush_ns", "registration_check_ns"] {
+        assert!(
+            executor[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key}: {executor}"
+        );
+    }
+    // Every self-flush was executed by KVM (each run: at least one per call).
+    let runs = idle["runs"].as_u64().unwrap();
+    assert!(
+        executor["flushes_executed"].as_u64().unwrap() >= 100 * runs,
+        "{executor}"
+    );
     let running = written["running_targets"].as_array().unwrap();
     assert_eq!(running.len(), 2);
     for (row, targets) in running.iter().zip([1u64, 2]) {

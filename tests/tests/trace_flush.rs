@@ -4,17 +4,25 @@
 //! instance follows this test's threads and records two host tracepoints:
 //! `kvm:kvm_pv_tlb_flush`, which fires whenever a vCPU goes into the guest
 //! and says whether KVM flushed its TLB first (`record_steal_time()`,
-//! Linux arch/x86/kvm/x86.c; FINDINGS §1-2), and `kvm:kvm_pio` on the
-//! hypercall port (the initiator's trap). An engine observer records when
-//! each flush request completed (CLOCK_MONOTONIC, the trace's `mono` clock).
+//! Linux arch/x86/kvm/x86.c; FINDINGS §1-2), and `kvm:kvm_pio` for every
+//! port write (the initiator's trap, and proof that a vCPU ran guest code).
+//! An engine observer records when each flush request completed
+//! (CLOCK_MONOTONIC, the trace's `mono` clock).
 //!
 //! Checked for every completed request from caller `c` at time `Tc`, with
 //! `T0` = `c`'s last hypercall-port write before `Tc`: every target `t` (the
 //! caller too) shows `need_flush_tlb true` after `T0` and no later than its
-//! first entry after `Tc` (for the caller that entry is `T1`, the return
-//! into the guest; for the others this is stricter than "their first entry
-//! after `T1`"), so no target runs guest code after the call returned
-//! without having flushed. And every `need_flush_tlb true` is paid for by
+//! first sign of running after `Tc`: an entry (for the caller that entry is
+//! `T1`, the return into the guest; for the others this is stricter than
+//! "their first entry after `T1`"), or a port write, which only guest code
+//! run since the call can make (a port write traced after `Tc` belongs to a
+//! `KVM_RUN` that started after the target saw the request or was waited
+//! for). So no target runs guest code after the call returned without
+//! having flushed, and a vCPU whose entries are never traced (KVM dropped
+//! its steal-time registration, e.g. after an INIT) cannot pass by
+//! staying silent: its own port writes convict it. vCPU threads are told
+//! apart by their thread name (`vcpuN`) as well as by the vCPU id of their
+//! entries. And every `need_flush_tlb true` is paid for by
 //! its own request targeting that vCPU, so untargeted vCPUs are not flushed
 //! on anyone's account. Trace order (the kernel merges per-CPU buffers by
 //! nanosecond timestamp) orders trace events; printed timestamps (µs) are
@@ -36,7 +44,7 @@ use vmm_integration::vmm::{GuestProgram, Machine, RunOptions, RunReport};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 /// Per-CPU ring buffer of the private instance; only two events, and
-/// `kvm_pio` filtered to the hypercall port, so a 2 s storm fits.
+/// `kvm_pio` filtered to writes, so a 2 s storm fits.
 const BUFFER_KB: u32 = 16384;
 /// Largest trace text the test reads (the buffers are smaller).
 const MAX_TRACE_BYTES: u64 = 512 << 20;
@@ -178,6 +186,11 @@ struct Completion {
 struct Summary {
     requests: usize,
     target_checks: usize,
+    /// Target checks in which the target was seen running again after the
+    /// call (the others are satisfied because it never ran again).
+    decided_checks: usize,
+    /// vCPUs with at least one decided check.
+    vcpus_checked: usize,
     flushes_seen: usize,
     entries: usize,
 }
@@ -187,36 +200,59 @@ struct Summary {
 struct VcpuTrace {
     entries: Vec<usize>,
     flushes: Vec<usize>,
+    /// Writes to the hypercall port (the vCPU's calls).
     port_writes: Vec<usize>,
-    /// Entries and port writes: everything the vCPU did inside `KVM_RUN`.
+    /// Entries and port writes to any port: everything the vCPU did
+    /// inside `KVM_RUN` that the trace shows.
     all: Vec<usize>,
 }
 
-/// Builds per-vCPU event lists; vCPU = KVM vcpu id from the entry events
-/// (the VMM creates vCPU `i` with id `i` on thread `vcpu{i}`), mapped to the
-/// thread id so port writes are attributed too.
-fn split_by_vcpu(events: &[Event], port: u16) -> Result<Vec<VcpuTrace>, Vec<String>> {
+/// The vCPU a thread runs: from its name (`vcpuN`, the reference VMM's
+/// thread names) and from the vCPU id of its entries; both must agree.
+fn thread_vcpus(events: &[Event]) -> Result<HashMap<u32, usize>, Vec<String>> {
     let mut errors = Vec::new();
     let mut tid_vcpu: HashMap<u32, usize> = HashMap::new();
     for e in events {
-        if let Kind::Entry { vcpu, .. } = e.kind {
-            if vcpu >= MAX_VCPU_ID {
-                return Err(vec![format!(
-                    "line {}: vCPU id {vcpu} out of range",
-                    e.line
-                )]);
-            }
-            if let Some(n) = e.comm_vcpu.filter(|n| *n != vcpu) {
+        let entered = match e.kind {
+            Kind::Entry { vcpu, .. } => Some(vcpu),
+            Kind::PortWrite { .. } => None,
+        };
+        if let Some(vcpu) = entered
+            .into_iter()
+            .chain(e.comm_vcpu)
+            .find(|v| *v >= MAX_VCPU_ID)
+        {
+            return Err(vec![format!(
+                "line {}: vCPU id {vcpu} out of range",
+                e.line
+            )]);
+        }
+        if let (Some(n), Some(vcpu)) = (e.comm_vcpu, entered) {
+            if n != vcpu {
                 errors.push(format!(
                     "line {}: thread vcpu{n} entered vCPU {vcpu}",
                     e.line
                 ));
             }
+        }
+        if let Some(vcpu) = entered.or(e.comm_vcpu) {
             if let Some(old) = tid_vcpu.insert(e.tid, vcpu).filter(|o| *o != vcpu) {
                 errors.push(format!("tid {} ran vCPUs {old} and {vcpu}", e.tid));
             }
         }
     }
+    if errors.is_empty() {
+        Ok(tid_vcpu)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Builds per-vCPU event lists (the VMM creates vCPU `i` with id `i` on
+/// thread `vcpu{i}`); every port write must come from a known vCPU thread.
+fn split_by_vcpu(events: &[Event], port: u16) -> Result<Vec<VcpuTrace>, Vec<String>> {
+    let tid_vcpu = thread_vcpus(events)?;
+    let mut errors = Vec::new();
     let count = tid_vcpu.values().max().map_or(0, |m| m + 1);
     let mut per: Vec<VcpuTrace> = (0..count).map(|_| VcpuTrace::default()).collect();
     for (i, e) in events.iter().enumerate() {
@@ -228,16 +264,15 @@ fn split_by_vcpu(events: &[Event], port: u16) -> Result<Vec<VcpuTrace>, Vec<Stri
                     per[vcpu].flushes.push(i);
                 }
             }
-            Kind::PortWrite { port: p } if p == port => {
-                match tid_vcpu.get(&e.tid).copied().or(e.comm_vcpu) {
-                    Some(v) if v < count => {
+            Kind::PortWrite { port: p } => match tid_vcpu.get(&e.tid) {
+                Some(&v) => {
+                    if p == port {
                         per[v].port_writes.push(i);
-                        per[v].all.push(i);
                     }
-                    _ => errors.push(format!("line {}: port write by unknown thread", e.line)),
+                    per[v].all.push(i);
                 }
-            }
-            Kind::PortWrite { .. } => {}
+                None => errors.push(format!("line {}: port write by unknown thread", e.line)),
+            },
         }
     }
     if errors.is_empty() {
@@ -265,6 +300,7 @@ fn check(events: &[Event], completions: &[Completion], port: u16) -> Result<Summ
     };
     // Per target vCPU: the requests that targeted it, placed in the trace.
     let mut placed: Vec<Vec<Placed>> = (0..per.len()).map(|_| Vec::new()).collect();
+    let mut decided = vec![false; per.len()];
     let empty = VcpuTrace::default();
     for (n, c) in completions.iter().enumerate() {
         summary.requests += 1;
@@ -284,8 +320,11 @@ fn check(events: &[Event], completions: &[Completion], port: u16) -> Result<Summ
         for &t in &c.targets {
             summary.target_checks += 1;
             if let Some(vt) = per.get(t) {
-                check_target(events, c, n, t0, t, vt, &mut errors);
-            } // else: never entered the guest at all, so ran no guest code.
+                if check_target(events, c, n, t0, t, vt, &mut errors) {
+                    summary.decided_checks += 1;
+                    decided[t] = true;
+                }
+            } // else: never seen in the trace at all, so ran no guest code.
             if let Some(p) = placed.get_mut(t) {
                 p.push(Placed { t0, at_ns: c.at_ns });
             }
@@ -294,6 +333,7 @@ fn check(events: &[Event], completions: &[Completion], port: u16) -> Result<Summ
     for (t, vt) in per.iter().enumerate() {
         check_explained(events, t, vt, &mut placed[t], &mut errors);
     }
+    summary.vcpus_checked = decided.iter().filter(|d| **d).count();
     if errors.is_empty() {
         Ok(summary)
     } else {
@@ -302,10 +342,12 @@ fn check(events: &[Event], completions: &[Completion], port: u16) -> Result<Summ
 }
 
 /// Target `t` of request `n` must flush after `T0` and at the latest at its
-/// first entry after `Tc`. For the caller that entry is `T1`; for the other
-/// targets it is at least as strict as "their first entry after `T1`".
-/// Printed times are floored to the µs, so "printed after Tc" is surely
-/// after it; an entry in the same µs as Tc only moves the deadline later.
+/// first entry after `Tc`, or before its first port write after `Tc`. For
+/// the caller that entry is `T1`; for the other targets it is at least as
+/// strict as "their first entry after `T1`". Printed times are floored to
+/// the µs, so "printed after Tc" is surely after it; an event in the same
+/// µs as Tc only moves the deadline later. Returns whether the target was
+/// seen running after the call (the check decided something).
 fn check_target(
     events: &[Event],
     c: &Completion,
@@ -314,20 +356,29 @@ fn check_target(
     t: usize,
     vt: &VcpuTrace,
     errors: &mut Vec<String>,
-) {
+) -> bool {
     let deadline = vt
-        .entries
+        .all
         .iter()
         .copied()
         .find(|&i| i > t0 && events[i].ts_ns > c.at_ns);
     let Some(deadline) = deadline else {
-        return; // Did not enter the guest again.
+        return false; // Did not run again.
     };
-    let flushed = vt.flushes.iter().any(|&i| i > t0 && i <= deadline);
+    let (ran, flushed) = match events[deadline].kind {
+        Kind::Entry { .. } => (
+            "entered",
+            vt.flushes.iter().any(|&i| i > t0 && i <= deadline),
+        ),
+        Kind::PortWrite { .. } => (
+            "wrote a port",
+            vt.flushes.iter().any(|&i| i > t0 && i < deadline),
+        ),
+    };
     if !flushed {
         errors.push(format!(
             "request {n} from vCPU {} (port write at {} line {}, completed at {}): \
-             target vCPU {t} entered at {} (line {}) without need_flush_tlb true since the call",
+             target vCPU {t} {ran} at {} (line {}) without need_flush_tlb true since the call",
             c.caller,
             fmt_ns(events[t0].ts_ns),
             events[t0].line,
@@ -336,6 +387,7 @@ fn check_target(
             events[deadline].line,
         ));
     }
+    true
 }
 
 /// Every `true` of vCPU `t` must be paid for by its own request targeting
@@ -471,7 +523,7 @@ fn tracefs_root() -> Result<PathBuf, String> {
 
 /// Checks the host, then sets up an instance following this thread (the
 /// vCPU threads it spawns later are added by `event-fork`). `Err` = skip.
-fn start_tracing(port: u16) -> Result<TraceInstance, String> {
+fn start_tracing() -> Result<TraceInstance, String> {
     if !Path::new("/dev/kvm").exists() {
         return Err("/dev/kvm is absent".into());
     }
@@ -498,7 +550,8 @@ fn start_tracing(port: u16) -> Result<TraceInstance, String> {
         // in case a future runner spawns them from the main thread.
         inst.write("set_event_pid", &format!("{} {tid}", std::process::id()))?;
         inst.write("options/event-fork", "1")?;
-        inst.write("events/kvm/kvm_pio/filter", &format!("port == {port}"))?;
+        // Every write: a port write proves its vCPU ran guest code.
+        inst.write("events/kvm/kvm_pio/filter", "rw == 1")?;
         inst.write("events/kvm/kvm_pio/enable", "1")?;
         inst.write("events/kvm/kvm_pv_tlb_flush/enable", "1")?;
         inst.write("tracing_on", "1")
@@ -541,7 +594,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Runs `workload` under the trace and checks it; `None` = skipped.
-fn traced_run(workload: Workload, duration: Option<Duration>) -> Option<RunReport> {
+fn traced_run(workload: Workload, duration: Option<Duration>) -> Option<(RunReport, Summary)> {
     let _one_vm = lock(&KVM_RUNS);
     let options = RunOptions {
         vcpus: VCPUS,
@@ -552,7 +605,7 @@ fn traced_run(workload: Workload, duration: Option<Duration>) -> Option<RunRepor
         ..RunOptions::default()
     };
     let port = options.flush.hypercall_port;
-    let trace = match start_tracing(port) {
+    let trace = match start_tracing() {
         Ok(t) => t,
         Err(reason) => {
             eprintln!("skipped: {reason}");
@@ -601,24 +654,38 @@ fn traced_run(workload: Workload, duration: Option<Duration>) -> Option<RunRepor
             errors[..errors.len().min(20)].join("\n")
         )
     });
+    // Each flush the executor counts as executed is one KVM performed:
+    // one `need_flush_tlb true` each, and no other.
     let trues = summary.flushes_seen as u64;
-    let armed = report.counters.flushes_executed + report.counters.preempted_flushes;
+    let c = &report.counters;
+    let executed = c.flushes_executed + c.preempted_flushes;
+    assert_eq!(
+        trues, executed,
+        "need_flush_tlb true in the trace vs flushes the executor counted as executed"
+    );
     assert!(
-        trues <= armed,
-        "{trues} need_flush_tlb true in the trace but the engine armed only {armed}"
+        c.flushes_executed <= c.flushes_taken,
+        "more flushes executed ({}) than taken ({})",
+        c.flushes_executed,
+        c.flushes_taken
     );
     eprintln!(
-        "{}: {} requests checked ({} target checks), {} need_flush_tlb true in {} entries, \
-         engine: executed {}, kicks {}",
+        "{}: {} requests checked ({} target checks, {} decided, on {} vCPUs), \
+         {} need_flush_tlb true in {} entries; engine: taken {}, executed {}, \
+         executor repairs {}, kicks {}",
         report.program,
         summary.requests,
         summary.target_checks,
+        summary.decided_checks,
+        summary.vcpus_checked,
         summary.flushes_seen,
         summary.entries,
-        report.counters.flushes_executed,
-        report.counters.kicks
+        c.flushes_taken,
+        c.flushes_executed,
+        c.executor_repairs,
+        c.kicks
     );
-    Some(report)
+    Some((report, summary))
 }
 
 #[test]
@@ -628,11 +695,55 @@ fn smoke_flushes_are_seen_by_the_host() {
 
 #[test]
 fn storm_flushes_are_seen_by_the_host() {
-    let Some(report) = traced_run(Workload::Storm, Some(Duration::from_secs(2))) else {
+    let Some((report, summary)) = traced_run(Workload::Storm, Some(Duration::from_secs(2))) else {
         return;
     };
     // Every vCPU loops in the guest, so some targets were running.
     assert!(report.counters.kicks > 0, "a storm sent no kick");
+    // Every vCPU calls, so every vCPU was seen running after some call
+    // that targeted it: no vCPU passed by staying out of the trace.
+    assert_eq!(summary.vcpus_checked, VCPUS as usize, "{summary:?}");
+}
+
+// Every vCPU but the BSP is started by INIT/SIPI (the default PVH boot),
+// which drops its steal-time registration: the executor restores it once
+// per INIT, before the vCPU's first flush after it.
+
+#[test]
+fn conformance_flushes_are_seen_by_the_host() {
+    let Some((report, _)) = traced_run(Workload::Conformance, None) else {
+        return;
+    };
+    assert!(report.counters.executor_repairs >= u64::from(VCPUS - 1));
+}
+
+#[test]
+fn flushes_after_a_running_target_is_restarted_by_init_sipi_are_seen_by_the_host() {
+    let Some((report, summary)) = traced_run(Workload::Restart, Some(Duration::from_secs(2)))
+    else {
+        return;
+    };
+    // The APs' start-up INITs, and vCPU 1's second INIT in mid-storm.
+    assert!(
+        report.counters.executor_repairs >= u64::from(VCPUS),
+        "{:?}",
+        report.counters
+    );
+    assert_eq!(summary.vcpus_checked, VCPUS as usize, "{summary:?}");
+}
+
+#[test]
+fn flushes_after_a_vm_reset_are_seen_by_the_host() {
+    let Some((report, _)) = traced_run(Workload::Reboot, None) else {
+        return;
+    };
+    // Every vCPU, the BSP too, is reset by the reboot; the APs also at
+    // both start-ups.
+    assert!(
+        report.counters.executor_repairs >= u64::from(2 * VCPUS - 1),
+        "{:?}",
+        report.counters
+    );
 }
 
 // The checker against synthetic traces (it must be able to fail).
@@ -699,10 +810,72 @@ fn checker_accepts_a_correct_trace() {
         Summary {
             requests: 1,
             target_checks: 2,
+            decided_checks: 2,
+            vcpus_checked: 2,
             flushes_seen: 2,
             entries: 7,
         }
     );
+}
+
+fn console(vcpu: usize, us: u64) -> String {
+    line(
+        vcpu,
+        us,
+        "kvm_pio: pio_write at 0xe9 size 1 count 1 val 0x41 ",
+    )
+}
+
+/// What a vCPU whose steal-time registration KVM dropped (INIT) looks
+/// like: it never shows an entry again, yet keeps running guest code.
+#[test]
+fn checker_catches_a_target_that_keeps_running_without_entry_events() {
+    let lines = vec![
+        entry(0, 10, false),
+        call(0, 100),
+        call(1, 105), // vCPU 1 runs and calls; KVM traces no entry for it.
+        entry(0, 125, true),
+        call(1, 130), // ...and again after vCPU 0's call returned.
+        console(1, 140),
+    ];
+    let completions = vec![Completion {
+        caller: 0,
+        targets: vec![0, 1],
+        at_ns: 120_500,
+    }];
+    let errors = run_check(&lines, &completions).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("target vCPU 1 wrote a port at 0.000130"),
+        "{errors:?}"
+    );
+    // Its flush before that port write makes the same trace correct.
+    let mut fixed = lines.clone();
+    fixed.insert(4, entry(1, 128, true));
+    let s = run_check(&fixed, &completions).expect("valid");
+    assert_eq!((s.decided_checks, s.vcpus_checked), (2, 2));
+}
+
+#[test]
+fn checker_knows_vcpu_threads_by_name() {
+    // vCPU 2 appears only through its thread name; a port write from a
+    // thread that is neither named nor seen entering is refused.
+    let lines = vec![call(0, 100), console(2, 110)];
+    let completions = vec![Completion {
+        caller: 0,
+        targets: vec![2],
+        at_ns: 105_000,
+    }];
+    let errors = run_check(&lines, &completions).unwrap_err();
+    assert!(
+        errors[0].contains("target vCPU 2 wrote a port"),
+        "{errors:?}"
+    );
+    let anonymous =
+        "<...>-77 [000] ..... 0.000120: kvm_pio: pio_write at 0xe9 size 1 count 1 val 0x0 ";
+    let lines = vec![call(0, 100), anonymous.to_string()];
+    let errors = run_check(&lines, &[]).unwrap_err();
+    assert!(errors[0].contains("unknown thread"), "{errors:?}");
 }
 
 #[test]

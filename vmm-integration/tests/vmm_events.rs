@@ -106,3 +106,20 @@ fn synthetic_vmexit_carries_the_tlb_lock_count() {
     assert_eq!(events[0]["properties"]["vcpu"], "1");
     assert_eq!(events[0]["properties"]["tlb_lock_count"], "7");
 }
+
+#[test]
+fn executor_repairs_name_the_vcpu_and_are_rate_limited() {
+    // A guest can INIT its vCPUs at will: the 11th repair within the
+    // window is held back (MonitorOptions::default: 10 per second).
+    let events = observe("repaired", |observer| {
+        for vcpu in 0..12 {
+            observer.executor_repaired(vcpu);
+        }
+    });
+    assert_eq!(events.len(), 10, "{events:?}");
+    assert!(events.iter().all(|e| e["event"] == "executor-repaired"));
+    let p = &events[3]["properties"];
+    assert_eq!(p["vcpu"], "3");
+    assert_eq!(p["cause"], "registration dropped by INIT or RESET");
+    assert_eq!(p["suppressed"], "0");
+}

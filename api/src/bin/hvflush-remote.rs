@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, error::ErrorKind};
 use hvflush_api::client::{ApiClient, ClientError};
 use hvflush_api::config::HypervFlushUpdate;
 use hvflush_api::model::{CountersReport, FlushInfo, UpdateOutcome};
@@ -13,11 +13,11 @@ use hvflush_api::model::{CountersReport, FlushInfo, UpdateOutcome};
     about = "Query and change the Hyper-V TLB flush service of a running VMM"
 )]
 struct Cli {
-    /// The VMM's API socket.
-    #[arg(long, value_name = "PATH")]
-    api_socket: std::path::PathBuf,
-    /// Print the server's JSON instead of text.
-    #[arg(long)]
+    /// The VMM's API socket (before or after the subcommand).
+    #[arg(long, value_name = "PATH", global = true)]
+    api_socket: Option<std::path::PathBuf>,
+    /// Print the server's JSON instead of text (before or after the subcommand).
+    #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
     command: Command,
@@ -42,7 +42,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
+    let Some(socket) = cli.api_socket.as_deref() else {
+        // clap cannot require a global option; refuse it the way clap would.
+        Cli::command()
+            .error(
+                ErrorKind::MissingRequiredArgument,
+                "the following required argument was not provided: --api-socket <PATH>",
+            )
+            .exit()
+    };
+    match run(&cli, socket) {
         Ok(text) => {
             if !text.is_empty() {
                 println!("{text}");
@@ -82,8 +91,8 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
 }
 
-fn run(cli: &Cli) -> Result<String, Vec<String>> {
-    let client = ApiClient::new(&cli.api_socket).map_err(|e| chain(&e))?;
+fn run(cli: &Cli, socket: &std::path::Path) -> Result<String, Vec<String>> {
+    let client = ApiClient::new(socket).map_err(|e| chain(&e))?;
     match &cli.command {
         Command::Ping => {
             let ping = client.ping().map_err(|e| chain(&e))?;
@@ -178,12 +187,13 @@ fn format_counters(c: &CountersReport) -> String {
     }
     let ns = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v} ns"));
     out.push_str(&format!(
-        "targets: {}\nflushes requested: {}\nflushes executed: {}\nflush-all fallbacks: {}\n\
-         kicks: {}\nunresponsive vCPUs: {}\nlatency p50: {}\nlatency p99: {} ({} samples)\n\
+        "targets: {}\nflushes requested: {}\nflushes executed: {}\nexecutor repairs: {}\n\
+         flush-all fallbacks: {}\nkicks: {}\nunresponsive vCPUs: {}\nlatency p50: {}\nlatency p99: {} ({} samples)\n\
          events dropped: {}",
         c.targets,
         c.flushes_requested,
         c.flushes_executed,
+        c.executor_repairs,
         c.flush_all_fallbacks,
         c.kicks,
         c.unresponsive_vcpus,

@@ -27,6 +27,9 @@ pub enum EventKind {
     SyntheticVmexit,
     /// `vcpu-unresponsive`: a target did not leave guest mode in time.
     VcpuUnresponsive,
+    /// `executor-repaired`: a vCPU's flush registration, dropped by an
+    /// INIT or RESET, was restored.
+    ExecutorRepaired,
     /// `flush-summary`: counts since the previous summary.
     FlushSummary,
     /// `shutdown`: totals at exit.
@@ -35,7 +38,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         Self::ModeSelected,
         Self::ConfigChanged,
         Self::PathFirstUse,
@@ -43,6 +46,7 @@ impl EventKind {
         Self::InvalidInput,
         Self::SyntheticVmexit,
         Self::VcpuUnresponsive,
+        Self::ExecutorRepaired,
         Self::FlushSummary,
         Self::Shutdown,
     ];
@@ -57,6 +61,7 @@ impl EventKind {
             Self::InvalidInput => "invalid-input",
             Self::SyntheticVmexit => "synthetic-vmexit",
             Self::VcpuUnresponsive => "vcpu-unresponsive",
+            Self::ExecutorRepaired => "executor-repaired",
             Self::FlushSummary => "flush-summary",
             Self::Shutdown => "shutdown",
         }
@@ -66,7 +71,10 @@ impl EventKind {
     pub fn is_rate_limited(self) -> bool {
         matches!(
             self,
-            Self::QueueOverflow | Self::InvalidInput | Self::VcpuUnresponsive
+            Self::QueueOverflow
+                | Self::InvalidInput
+                | Self::VcpuUnresponsive
+                | Self::ExecutorRepaired
         )
     }
 
@@ -87,8 +95,10 @@ pub struct FlushStats {
     pub targets: u64,
     /// Per-vCPU flushes queued.
     pub flushes_requested: u64,
-    /// Per-vCPU flushes carried out.
+    /// Per-vCPU flushes the host confirmed it carried out.
     pub flushes_executed: u64,
+    /// Executor registrations restored after an INIT or RESET.
+    pub executor_repairs: u64,
     /// Requests turned into flush-all.
     pub flush_all_fallbacks: u64,
     /// Kicks sent.
@@ -111,6 +121,7 @@ impl From<&CountersReport> for FlushStats {
             targets: c.targets,
             flushes_requested: c.flushes_requested,
             flushes_executed: c.flushes_executed,
+            executor_repairs: c.executor_repairs,
             flush_all_fallbacks: c.flush_all_fallbacks,
             kicks: c.kicks,
             unresponsive_vcpus: c.unresponsive_vcpus,
@@ -133,6 +144,9 @@ impl FlushStats {
             flushes_executed: self
                 .flushes_executed
                 .saturating_sub(earlier.flushes_executed),
+            executor_repairs: self
+                .executor_repairs
+                .saturating_sub(earlier.executor_repairs),
             flush_all_fallbacks: self
                 .flush_all_fallbacks
                 .saturating_sub(earlier.flush_all_fallbacks),
@@ -150,6 +164,7 @@ impl FlushStats {
         p.insert("targets", self.targets.to_string());
         p.insert("flushes_requested", self.flushes_requested.to_string());
         p.insert("flushes_executed", self.flushes_executed.to_string());
+        p.insert("executor_repairs", self.executor_repairs.to_string());
         p.insert("flush_all_fallbacks", self.flush_all_fallbacks.to_string());
         p.insert("kicks", self.kicks.to_string());
         p.insert("unresponsive_vcpus", self.unresponsive_vcpus.to_string());
@@ -284,6 +299,17 @@ impl Event {
         p.insert("initiator", initiator.to_string());
         p.insert("waited_us", waited.as_micros().to_string());
         Self::new(EventKind::VcpuUnresponsive, p)
+    }
+
+    /// `executor-repaired` (rate-limited: a guest can INIT its vCPUs at
+    /// will): KVM had dropped `vcpu`'s steal-time registration, which the
+    /// userspace flush executor relies on (an INIT or RESET of the vCPU
+    /// clears it); it was restored before the vCPU's next flush.
+    pub fn executor_repaired(vcpu: u32) -> Self {
+        let mut p = Properties::new();
+        p.insert("vcpu", vcpu.to_string());
+        p.insert("cause", "registration dropped by INIT or RESET".to_owned());
+        Self::new(EventKind::ExecutorRepaired, p)
     }
 
     /// `flush-summary`: counts since the previous summary over `interval`.

@@ -165,13 +165,28 @@ impl EventMonitor {
     /// rate are suppressed (the next one that goes out carries a
     /// `suppressed` count); a full queue drops the event and counts it.
     /// Returns whether the event was queued.
-    pub fn emit(&self, mut event: Event) -> bool {
+    pub fn emit(&self, event: Event) -> bool {
+        self.emit_with(event.kind(), || event)
+    }
+
+    /// Like [`Self::emit`], building the event only once the rate limiter
+    /// of `kind` let it through: a guest that triggers a rate-limited kind
+    /// at will makes the suppressed ones cost no allocation. `build` must
+    /// return an event of `kind`.
+    pub fn emit_with(&self, kind: EventKind, build: impl FnOnce() -> Event) -> bool {
         let now = Instant::now();
-        if event.kind().is_rate_limited() {
-            match self.limiters[event.kind().index()].check(now) {
-                Some(suppressed) => event.insert("suppressed", suppressed.to_string()),
+        let suppressed = if kind.is_rate_limited() {
+            match self.limiters[kind.index()].check(now) {
+                Some(suppressed) => Some(suppressed),
                 None => return false,
             }
+        } else {
+            None
+        };
+        let mut event = build();
+        debug_assert_eq!(event.kind(), kind, "emit_with built another kind");
+        if let Some(n) = suppressed {
+            event.insert("suppressed", n.to_string());
         }
         let elapsed = now.saturating_duration_since(self.start);
         match self.tx.try_send(Message::Event(elapsed, event)) {

@@ -199,7 +199,9 @@ pub(crate) struct VcpuCounters {
     pub(crate) hypercalls: [AtomicU64; PATHS],
     pub(crate) status: [AtomicU64; STATUSES],
     pub(crate) targets: AtomicU64,
+    pub(crate) flushes_taken: AtomicU64,
     pub(crate) flushes_executed: AtomicU64,
+    pub(crate) executor_repairs: AtomicU64,
     pub(crate) flush_all_fallbacks: AtomicU64,
     pub(crate) kicks: AtomicU64,
     pub(crate) preempted_flushes: AtomicU64,
@@ -232,8 +234,17 @@ pub struct CountersSnapshot {
     pub targets: u64,
     /// Queue entries written (one per target per request).
     pub flushes_requested: u64,
-    /// Flushes performed by targets before guest entry.
+    /// Flushes a target took from its queue before entering the guest and
+    /// handed to the executor (one per level).
+    pub flushes_taken: u64,
+    /// Flushes the host confirmed it performed (the executor saw its
+    /// request consumed). One host flush serves every flush taken since
+    /// the previous one, so `flushes_taken - flushes_executed` counts those
+    /// merged into an already armed flush, plus any still armed.
     pub flushes_executed: u64,
+    /// Times the executor found the host had dropped a vCPU's flush
+    /// registration (INIT or RESET clear it) and restored it.
+    pub executor_repairs: u64,
     /// Requests served as full flushes because the list was too long or
     /// a queue overflowed.
     pub flush_all_fallbacks: u64,
@@ -287,7 +298,9 @@ impl CountersSnapshot {
                 *a += b.load(Relaxed);
             }
             s.targets += c.targets.load(Relaxed);
+            s.flushes_taken += c.flushes_taken.load(Relaxed);
             s.flushes_executed += c.flushes_executed.load(Relaxed);
+            s.executor_repairs += c.executor_repairs.load(Relaxed);
             s.flush_all_fallbacks += c.flush_all_fallbacks.load(Relaxed);
             s.kicks += c.kicks.load(Relaxed);
             s.preempted_flushes += c.preempted_flushes.load(Relaxed);

@@ -3,6 +3,7 @@
 
 mod completion;
 mod counters;
+mod kick_slot;
 mod l2_index;
 mod observer;
 mod partition;
@@ -14,6 +15,7 @@ mod vp_map;
 
 pub use completion::{VcpuKicker, WaitPolicy};
 pub use counters::{CountersSnapshot, FlushPath, InputKind, Level};
+pub use kick_slot::KickSlot;
 pub use observer::{FlushObserver, NoopObserver};
 pub use partition::{EngineError, HypercallOutcome, Partition, PartitionConfig, PendingFlush};
 pub use queue::{QUEUE_CAPACITY, QueuedFlush};

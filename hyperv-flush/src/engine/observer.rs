@@ -24,6 +24,9 @@ pub trait FlushObserver: Send + Sync {
     fn flush_completed(&self, _caller: usize, _level: Level, _targets: &VcpuSet) {}
     /// A kicked target has not left guest mode after `waited`.
     fn vcpu_unresponsive(&self, _initiator: usize, _target: usize, _waited: std::time::Duration) {}
+    /// The executor of `vcpu` found the host had dropped its flush
+    /// registration (INIT or RESET of the vCPU) and restored it.
+    fn executor_repaired(&self, _vcpu: usize) {}
 }
 
 /// The observer that ignores everything.

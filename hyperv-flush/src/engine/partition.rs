@@ -75,6 +75,11 @@ impl PendingFlush {
     pub fn is_some(&self) -> bool {
         self.l1.is_some() || self.l2.is_some()
     }
+
+    /// Levels with something to flush (0, 1 or 2): what the counters count.
+    pub fn levels(&self) -> u64 {
+        u64::from(self.l1.is_some()) + u64::from(self.l2.is_some())
+    }
 }
 
 /// What the backend must do after a hypercall.
@@ -510,9 +515,28 @@ impl Partition {
             })
         };
         let pending = PendingFlush { l1, l2 };
-        let executed = u64::from(l1.is_some()) + u64::from(l2.is_some());
-        VcpuCounters::bump(&slot.counters.flushes_executed, executed);
+        VcpuCounters::bump(&slot.counters.flushes_taken, pending.levels());
         Ok(pending)
+    }
+
+    /// vCPU thread: the host confirmed it performed `n` flushes, serving
+    /// what [`Self::before_entry`] handed out since the previous one (an
+    /// executor that cannot observe completion reports each flush when it
+    /// hands it to the host).
+    pub fn flushes_executed(&self, vcpu: usize, n: u64) -> Result<(), EngineError> {
+        let slot = self.slot(vcpu)?;
+        VcpuCounters::bump(&slot.counters.flushes_executed, n);
+        Ok(())
+    }
+
+    /// vCPU thread: the executor found that the host had dropped this
+    /// vCPU's flush registration (an INIT or RESET of the vCPU) and
+    /// restored it before arming a flush.
+    pub fn executor_repaired(&self, vcpu: usize) -> Result<(), EngineError> {
+        let slot = self.slot(vcpu)?;
+        VcpuCounters::bump(&slot.counters.executor_repairs, 1);
+        self.observer.executor_repaired(vcpu);
+        Ok(())
     }
 
     /// vCPU thread, right after the guest run returned.

@@ -176,6 +176,16 @@ pub mod marker {
     pub const HYPERCALL_START: u32 = 2;
     /// Written after the hypercall loop.
     pub const HYPERCALL_END: u32 = 3;
+    /// With idle targets only: written just before the self-flush loop (the
+    /// List call at vCPU 0 alone, which arms the executor at every re-entry).
+    pub const SELF_FLUSH_START: u32 = 4;
+    /// Written after the self-flush loop, just before a trap-stub loop that
+    /// the VMM runs without the flush hooks on vCPU 0's thread.
+    pub const HOOKS_OFF_START: u32 = 5;
+    /// Written after that loop, just before the same loop with the hooks.
+    pub const HOOKS_ON_START: u32 = 6;
+    /// Written after the loop with the hooks.
+    pub const HOOKS_ON_END: u32 = 7;
 }
 
 // Layout invariants, checked at compile time.

@@ -10,7 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hvflush_api::events::{Event, EventMonitor, EventMonitorError, FlushStats, SummaryTicker};
+use hvflush_api::events::{
+    Event, EventKind, EventMonitor, EventMonitorError, FlushStats, SummaryTicker,
+};
 use hvflush_api::model::HypercallInput;
 use hvflush_api::server::FlushService;
 use hyperv_flush::abi::{HvCallCode, HvStatus};
@@ -48,19 +50,19 @@ impl FlushObserver for EventObserver {
         ));
     }
 
+    // Guest-triggerable kinds are built only once the rate limiter let
+    // them through: a guest's stream of bad calls allocates nothing.
     fn queue_overflow(&self, target: usize, level: Level) {
-        self.monitor
-            .emit(Event::queue_overflow(vcpu_id(target), api_level(level)));
+        self.monitor.emit_with(EventKind::QueueOverflow, || {
+            Event::queue_overflow(vcpu_id(target), api_level(level))
+        });
     }
 
     fn invalid_input(&self, caller: usize, call: HvCallCode, status: HvStatus) {
-        let name = format!("HV_STATUS_{}", status.name().to_ascii_uppercase());
-        self.monitor.emit(Event::invalid_input(
-            vcpu_id(caller),
-            call.0,
-            status.0,
-            &name,
-        ));
+        self.monitor.emit_with(EventKind::InvalidInput, || {
+            let name = format!("HV_STATUS_{}", status.name().to_ascii_uppercase());
+            Event::invalid_input(vcpu_id(caller), call.0, status.0, &name)
+        });
     }
 
     fn synthetic_vmexit(&self, caller: usize, tlb_lock_count: u32) {
@@ -68,12 +70,16 @@ impl FlushObserver for EventObserver {
             .emit(Event::synthetic_vmexit(vcpu_id(caller), tlb_lock_count));
     }
 
+    fn executor_repaired(&self, vcpu: usize) {
+        self.monitor.emit_with(EventKind::ExecutorRepaired, || {
+            Event::executor_repaired(vcpu_id(vcpu))
+        });
+    }
+
     fn vcpu_unresponsive(&self, initiator: usize, target: usize, waited: Duration) {
-        self.monitor.emit(Event::vcpu_unresponsive(
-            vcpu_id(target),
-            vcpu_id(initiator),
-            waited,
-        ));
+        self.monitor.emit_with(EventKind::VcpuUnresponsive, || {
+            Event::vcpu_unresponsive(vcpu_id(target), vcpu_id(initiator), waited)
+        });
     }
 }
 

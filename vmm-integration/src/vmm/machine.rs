@@ -331,6 +331,9 @@ impl Machine {
                     .layout
                     .steal_time_gpa(index as u32)
                     .map_err(MachineError::Layout)?,
+                hooks_off: self.options.bench_hooks_off,
+                bypass_hooks: false,
+                kick_only: None,
                 ignore_exit_port: self.options.ignore_exit_port,
                 power_off: Arc::clone(&power_off),
                 exit_code: None,

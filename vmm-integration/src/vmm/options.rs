@@ -73,6 +73,10 @@ pub struct RunOptions {
     /// Ask the guest to stop (control page `stop`) once any vCPU writes
     /// this bench marker (the bench's spinning targets end this way).
     pub stop_on_marker: Option<u32>,
+    /// Bench only: vCPU 0's thread runs without the flush hooks from the
+    /// first of these markers to the second. Sound only while nothing can
+    /// target vCPU 0 (the bench's idle-target run).
+    pub bench_hooks_off: Option<(u32, u32)>,
 }
 
 impl Default for RunOptions {
@@ -91,6 +95,7 @@ impl Default for RunOptions {
             param: 0,
             echo_console: true,
             stop_on_marker: None,
+            bench_hooks_off: None,
         }
     }
 }

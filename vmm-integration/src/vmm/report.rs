@@ -138,7 +138,9 @@ impl RunReport {
             },
             "flushes": {
                 "requested": c.flushes_requested,
+                "taken": c.flushes_taken,
                 "executed": c.flushes_executed,
+                "executor_repairs": c.executor_repairs,
                 "flush_all_fallbacks": c.flush_all_fallbacks,
                 "targets": c.targets,
             },
@@ -174,7 +176,9 @@ impl RunReport {
         }
         for (name, n) in [
             ("flushes requested", c.flushes_requested),
+            ("flushes taken", c.flushes_taken),
             ("flushes executed", c.flushes_executed),
+            ("executor repairs", c.executor_repairs),
             ("flush-all fallbacks", c.flush_all_fallbacks),
             ("kicks", c.kicks),
             ("unresponsive", c.unresponsive),

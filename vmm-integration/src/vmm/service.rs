@@ -327,6 +327,7 @@ pub fn counters_report(snapshot: &CountersSnapshot) -> CountersReport {
     report.targets = snapshot.targets;
     report.flushes_requested = snapshot.flushes_requested;
     report.flushes_executed = snapshot.flushes_executed;
+    report.executor_repairs = snapshot.executor_repairs;
     report.flush_all_fallbacks = snapshot.flush_all_fallbacks;
     report.kicks = snapshot.kicks;
     report.unresponsive_vcpus = snapshot.unresponsive;

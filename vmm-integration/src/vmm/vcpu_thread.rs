@@ -17,7 +17,8 @@ use crate::guest::layout::{
     BENCH_STUB_GPA, CONSOLE_PORT, EXIT_PORT, MARKER_PORT, POWER_OFF_VALUE, POWER_PORT,
 };
 use crate::kvm::userspace::{
-    ExitHandled, KvmHypercallRegs, KvmUserspaceFlush, KvmVcpuFlush, VcpuKickers, hypercall_stub,
+    ExitHandled, KickRegistration, KvmHypercallRegs, KvmUserspaceFlush, KvmVcpuFlush, VcpuKickers,
+    hypercall_stub,
 };
 
 /// Port of the bench's trap-only stub: the same `out imm8, al; ret` as the
@@ -47,6 +48,12 @@ pub(crate) struct VcpuThread {
     pub(crate) start: Instant,
     pub(crate) echo: bool,
     pub(crate) steal_time_gpa: u64,
+    /// Bench markers between which this thread skips the flush hooks
+    /// ([`super::RunOptions::bench_hooks_off`]), and whether it does now.
+    pub(crate) hooks_off: Option<(u32, u32)>,
+    pub(crate) bypass_hooks: bool,
+    /// The kick registration when there are no flush hooks to carry it.
+    pub(crate) kick_only: Option<KickRegistration>,
     /// Resume after an exit-port write instead of ending the vCPU.
     pub(crate) ignore_exit_port: bool,
     /// Set when the guest powers the VM off (port 0x600); the run loop stops every vCPU.
@@ -54,6 +61,11 @@ pub(crate) struct VcpuThread {
     /// The last exit-port value, when resumed after it.
     pub(crate) exit_code: Option<u32>,
 }
+
+type Registered = (
+    Option<KvmVcpuFlush<VmAddressSpace>>,
+    Option<KickRegistration>,
+);
 
 /// An exit, copied out of `kvm_run` so the vCPU can be borrowed again.
 enum Pending {
@@ -67,10 +79,11 @@ impl VcpuThread {
     /// unexpected exit. Returns the outcome and the last console lines.
     pub(crate) fn run(mut self) -> (VcpuOutcome, Vec<String>) {
         let mut console = Console::default();
-        let mut hooks = match self.register() {
-            Ok(h) => h,
+        let (mut hooks, kick_only) = match self.register() {
+            Ok(registered) => registered,
             Err(e) => return (VcpuOutcome::Error(e), Vec::new()),
         };
+        self.kick_only = kick_only;
         let outcome = loop {
             match self.step(&mut hooks, &mut console) {
                 Pending::End(outcome) => break outcome,
@@ -83,27 +96,25 @@ impl VcpuThread {
             (outcome, _) => outcome,
         };
         console.flush(self.index, self.echo);
-        // Unregister (and mark stopped) before the VcpuFd goes away.
-        match hooks {
-            Some(h) => drop(h),
-            None => self.kickers.unregister(self.index),
-        }
+        // Unregister (and mark stopped) on this thread, before it ends.
+        drop(hooks);
+        self.kick_only = None;
         (outcome, std::mem::take(&mut console.lines))
     }
 
-    fn register(&mut self) -> Result<Option<KvmVcpuFlush<VmAddressSpace>>, String> {
+    /// The flush hooks (which carry the kick registration), or without a
+    /// userspace flush path the kick registration alone (VMM stop).
+    fn register(&mut self) -> Result<Registered, String> {
         match &self.flush {
             Some(flush) => flush
                 .setup_vcpu(&mut self.vcpu, self.index, self.steal_time_gpa)
-                .map(Some)
+                .map(|h| (Some(h), None))
                 .map_err(|e| error_line(&e)),
-            None => {
-                let immediate_exit = &raw mut self.vcpu.get_kvm_run().immediate_exit;
-                // SAFETY: points into this vCPU's kvm_run mapping, which lives
-                // as long as `self.vcpu`; `run` unregisters before returning.
-                unsafe { self.kickers.register(self.index, immediate_exit, None) };
-                Ok(None)
-            }
+            None => self
+                .kickers
+                .register(self.index, &self.vcpu, None)
+                .map(|k| (None, Some(k)))
+                .map_err(|e| error_line(&e)),
         }
     }
 
@@ -112,23 +123,29 @@ impl VcpuThread {
         hooks: &mut Option<KvmVcpuFlush<VmAddressSpace>>,
         console: &mut Console,
     ) -> Pending {
-        match hooks {
+        let bypass = self.bypass_hooks;
+        match hooks.as_mut().filter(|_| !bypass) {
             Some(h) => {
-                if let Err(e) = h.before_entry() {
+                if let Err(e) = h.before_entry(&self.vcpu) {
                     return Pending::End(VcpuOutcome::Error(error_line(&e)));
                 }
             }
-            None => self.kickers.clear_immediate_exit(self.index),
+            None => {
+                let kick = hooks.as_ref().map(|h| h.kick_registration());
+                if let Some(k) = kick.or(self.kick_only.as_ref()) {
+                    k.clear_immediate_exit();
+                }
+            }
         }
         // Checked after clearing the kick flag: a stop kick is never lost.
         if self.stop.load(SeqCst) {
-            if let Some(h) = hooks {
+            if let Some(h) = hooks.as_mut().filter(|_| !bypass) {
                 h.after_exit();
             }
             return Pending::End(VcpuOutcome::Stopped);
         }
         let result = self.vcpu.run();
-        if let Some(h) = hooks.as_mut() {
+        if let Some(h) = hooks.as_mut().filter(|_| !bypass) {
             h.after_exit();
         }
         let pending = match result {
@@ -204,6 +221,13 @@ impl VcpuThread {
                     value: word(),
                     at: self.start.elapsed(),
                 };
+                if let Some((off, on)) = self.hooks_off.filter(|_| self.index == 0) {
+                    if marker.value == off {
+                        self.bypass_hooks = true;
+                    } else if marker.value == on {
+                        self.bypass_hooks = false;
+                    }
+                }
                 self.markers
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

@@ -1,6 +1,8 @@
-//! `hvflush-vmm bench`: the flush path's cost against a bare trap, and
-//! kick-and-wait latency against the number of running targets. Every
-//! ratio is against a baseline measured in the same VM run.
+//! `hvflush-vmm bench`: the flush path's cost against a bare trap, the
+//! flush hooks' cost on exits that are not flushes, the executor's cost
+//! (a self-flush, and its registration check alone), and kick-and-wait
+//! latency against the number of running targets. Every ratio is against
+//! a baseline measured in the same VM run.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -21,6 +23,10 @@ pub struct BenchArgs {
     /// Calls per phase with idle targets.
     #[arg(long, default_value_t = 2000)]
     pub iterations: u64,
+    /// Idle-target VM runs; each per-call time and ratio reported for
+    /// them is the median over the runs (hosts are noisy).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeats: u32,
     /// Calls per phase with running targets.
     #[arg(long, default_value_t = 300)]
     pub running_iterations: u64,
@@ -44,8 +50,22 @@ pub struct BenchArgs {
 struct Phases {
     trap_ns: f64,
     hypercall_ns: f64,
+    /// Idle-target runs only (the workload's later phases).
+    idle: Option<IdlePhases>,
     kicks: u64,
     targets: u64,
+}
+
+/// The phases the workload adds when no target runs.
+struct IdlePhases {
+    self_flush_ns: f64,
+    trap_hooks_off_ns: f64,
+    trap_hooks_on_ns: f64,
+    /// Hooks on / hooks off, within the run.
+    hooks_ratio: f64,
+    /// Self-flush / flush of idle targets, within the run.
+    self_flush_ratio: f64,
+    flushes_executed: u64,
 }
 
 fn measure(args: &BenchArgs, vcpus: u32, running: u32, iterations: u64) -> Result<Phases, String> {
@@ -57,7 +77,11 @@ fn measure(args: &BenchArgs, vcpus: u32, running: u32, iterations: u64) -> Resul
         iterations,
         param: u64::from(running),
         echo_console: false,
-        stop_on_marker: Some(marker::HYPERCALL_END),
+        // Running targets spin until told to stop; with idle ones vCPU 0
+        // goes on to the later phases and exits by itself.
+        stop_on_marker: (running > 0).then_some(marker::HYPERCALL_END),
+        bench_hooks_off: (running == 0)
+            .then_some((marker::HOOKS_OFF_START, marker::HOOKS_ON_START)),
         ..Default::default()
     };
     let report = vmm::run(&options).map_err(|e| error_line(&e))?;
@@ -85,17 +109,103 @@ fn phases(report: &RunReport, iterations: u64) -> Result<Phases, String> {
         at(marker::HYPERCALL_END)?,
     );
     let per_call = |d: Duration| d.as_nanos() as f64 / iterations.max(1) as f64;
+    let idle = if report
+        .markers
+        .iter()
+        .any(|m| m.value == marker::SELF_FLUSH_START)
+    {
+        let (t4, t5, t6, t7) = (
+            at(marker::SELF_FLUSH_START)?,
+            at(marker::HOOKS_OFF_START)?,
+            at(marker::HOOKS_ON_START)?,
+            at(marker::HOOKS_ON_END)?,
+        );
+        let (self_flush, off, on) = (per_call(t5 - t4), per_call(t6 - t5), per_call(t7 - t6));
+        Some(IdlePhases {
+            self_flush_ns: self_flush,
+            trap_hooks_off_ns: off,
+            trap_hooks_on_ns: on,
+            hooks_ratio: on / off,
+            self_flush_ratio: self_flush / per_call(t3 - t2),
+            flushes_executed: report.counters.flushes_executed,
+        })
+    } else {
+        None
+    };
     Ok(Phases {
         trap_ns: per_call(t2 - t1),
         hypercall_ns: per_call(t3 - t2),
+        idle,
         kicks: report.counters.kicks,
         targets: report.counters.targets,
     })
 }
 
+/// Per-field medians of several idle-target runs (each ratio is the
+/// median of the runs' own ratios, so each compares phases of one run).
+fn median_phases(runs: Vec<Phases>) -> Result<Phases, String> {
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+    let pick = |f: fn(&Phases) -> f64| median(runs.iter().map(f).collect());
+    if runs.is_empty() || runs.iter().any(|p| p.idle.is_none()) {
+        return Err("an idle-target run has no self-flush or hooks-off phases".into());
+    }
+    let pick_later = |f: fn(&IdlePhases) -> f64| {
+        median(runs.iter().filter_map(|p| p.idle.as_ref()).map(f).collect())
+    };
+    Ok(Phases {
+        trap_ns: pick(|p| p.trap_ns),
+        hypercall_ns: pick(|p| p.hypercall_ns),
+        idle: Some(IdlePhases {
+            self_flush_ns: pick_later(|l| l.self_flush_ns),
+            trap_hooks_off_ns: pick_later(|l| l.trap_hooks_off_ns),
+            trap_hooks_on_ns: pick_later(|l| l.trap_hooks_on_ns),
+            hooks_ratio: pick_later(|l| l.hooks_ratio),
+            self_flush_ratio: pick_later(|l| l.self_flush_ratio),
+            flushes_executed: runs
+                .iter()
+                .filter_map(|p| p.idle.as_ref())
+                .map(|l| l.flushes_executed)
+                .sum(),
+        }),
+        kicks: runs.iter().map(|p| p.kicks).sum(),
+        targets: runs.iter().map(|p| p.targets).sum(),
+    })
+}
+
+/// The executor's registration check alone: `KVM_GET_MSRS` of
+/// `MSR_KVM_STEAL_TIME` on a vCPU of a scratch VM, per call.
+fn registration_check_ns(calls: u32) -> Result<f64, String> {
+    use vm_memory::{GuestAddress, GuestMemoryMmap};
+    use vmm_integration::kvm::userspace::StealTimeRecord;
+
+    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("cannot open /dev/kvm: {e}"))?;
+    let vm = kvm
+        .create_vm()
+        .map_err(|e| format!("cannot create a VM: {e}"))?;
+    let vcpu = vm
+        .create_vcpu(0)
+        .map_err(|e| format!("cannot create a vCPU: {e}"))?;
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x1_0000)])
+        .map_err(|e| format!("cannot map memory: {e}"))?;
+    let record = StealTimeRecord::register(&vcpu, &mem, 0x9000).map_err(|e| error_line(&e))?;
+    let start = std::time::Instant::now();
+    for _ in 0..calls {
+        if !record.is_registered(&vcpu).map_err(|e| error_line(&e))? {
+            return Err("the registration vanished during the measurement".into());
+        }
+    }
+    Ok(start.elapsed().as_nanos() as f64 / f64::from(calls.max(1)))
+}
+
 pub fn bench(args: BenchArgs) -> Result<ExitCode, String> {
     // Idle targets: vCPU 1 exits at once, so it is outside KVM_RUN.
-    let idle = measure(&args, 2, 0, args.iterations)?;
+    let idle_runs = (0..args.repeats)
+        .map(|_| measure(&args, 2, 0, args.iterations))
+        .collect::<Result<Vec<_>, _>>()?;
+    let idle = median_phases(idle_runs)?;
     let mut running = Vec::new();
     for &k in &args.targets {
         let p = measure(&args, k + 1, k, args.running_iterations)?;
@@ -108,15 +218,33 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, String> {
             "kicks_per_call": p.kicks as f64 / args.running_iterations.max(1) as f64,
         }));
     }
+    let later = idle
+        .idle
+        .as_ref()
+        .ok_or("the idle-target run has no self-flush or hooks-off phases")?;
+    let check_ns = registration_check_ns(20_000)?;
     let results = json!({
         "host": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) },
         "idle_targets": {
             "iterations": args.iterations,
+            "runs": args.repeats,
             "trap_ns": idle.trap_ns.round(),
             "hypercall_ns": idle.hypercall_ns.round(),
             "ratio_vs_trap": idle.hypercall_ns / idle.trap_ns,
             "target_ratio": 1.1,
             "kicks_per_targeted_vcpu": idle.kicks as f64 / idle.targets.max(1) as f64,
+        },
+        "non_flush_exits": {
+            "trap_hooks_off_ns": later.trap_hooks_off_ns.round(),
+            "trap_hooks_on_ns": later.trap_hooks_on_ns.round(),
+            "ratio_hooks_on_vs_off": later.hooks_ratio,
+            "target_ratio": 1.02,
+        },
+        "executor": {
+            "self_flush_ns": later.self_flush_ns.round(),
+            "ratio_self_flush_vs_idle_hypercall": later.self_flush_ratio,
+            "flushes_executed": later.flushes_executed,
+            "registration_check_ns": check_ns.round(),
         },
         "running_targets": running,
     });
@@ -146,6 +274,24 @@ fn table(r: &Value) -> String {
         idle["hypercall_ns"],
         idle["ratio_vs_trap"].as_f64().unwrap_or(0.0),
         idle["kicks_per_targeted_vcpu"]
+    );
+    let exits = &r["non_flush_exits"];
+    let _ = writeln!(
+        out,
+        "non-flush exits: trap {} ns without the flush hooks, {} ns with them, ratio {:.3} (target <= 1.02)",
+        exits["trap_hooks_off_ns"],
+        exits["trap_hooks_on_ns"],
+        exits["ratio_hooks_on_vs_off"].as_f64().unwrap_or(0.0)
+    );
+    let executor = &r["executor"];
+    let _ = writeln!(
+        out,
+        "executor: self-flush {} ns per call ({:.3}x a flush of idle targets), registration check {} ns",
+        executor["self_flush_ns"],
+        executor["ratio_self_flush_vs_idle_hypercall"]
+            .as_f64()
+            .unwrap_or(0.0),
+        executor["registration_check_ns"]
     );
     let _ = writeln!(
         out,

@@ -140,6 +140,7 @@ impl RunArgs {
             param: 0,
             echo_console: !self.quiet,
             stop_on_marker: None,
+            bench_hooks_off: None,
         })
     }
 }

@@ -5,7 +5,14 @@
 # are offered), then:
 #   marker 1, `iterations` calls through the trap-only stub,
 #   marker 2, `iterations` of the List call through the hypercall page,
-#   marker 3, checks every status was success (16 << 32), exits 0.
+#   marker 3, checks every status was success (16 << 32); with idle
+#   targets (param 0) then:
+#   marker 4, `iterations` of the List call at vCPU 0 alone (self-flush:
+#   every call arms the flush executor on the way back in),
+#   marker 5, `iterations` trap-stub calls that the VMM runs without the
+#   flush hooks on this vCPU's thread,
+#   marker 6, the same trap loop with the hooks,
+#   marker 7, checks the self-flush statuses, exits 0.
 # Both phases run the same instructions (bench_phase); only the called
 # address differs, so the difference isolates the VMM's hypercall handling.
 # vCPUs 1..=param spin until `stop` (running targets); the others exit at
@@ -16,11 +23,16 @@
 .equ B_ERRORS, PV_TMP + 16      # OR of (RAX xor expected) over the phase
 .equ B_CONTROL, PV_TMP + 24     # control word of the List call
 .equ B_EXPECT, PV_TMP + 32      # its expected RAX
+.equ B_SELF_ERRORS, PV_TMP + 40 # B_ERRORS of the self-flush phase
 .equ BENCH_GVAS, 16
 .equ BENCH_OK, BENCH_GVAS << HV_REP_COUNT_SHIFT
 .equ MARKER_TRAP_START, 1
 .equ MARKER_HYPERCALL_START, 2
 .equ MARKER_HYPERCALL_END, 3
+.equ MARKER_SELF_FLUSH_START, 4
+.equ MARKER_HOOKS_OFF_START, 5
+.equ MARKER_HOOKS_ON_START, 6
+.equ MARKER_HOOKS_ON_END, 7
 .equ FAIL_NO_TRAP_STUB, 0x501   # control page trap_stub_gpa is 0
 .equ FAIL_BENCH_STATUS, 0x502   # a List call did not succeed
 
@@ -102,6 +114,45 @@ bench_initiator:
     mov rdx, [r15 + B_ERRORS]
     mov edi, FAIL_BENCH_STATUS
     xor esi, esi
+    test rdx, rdx
+    jnz bench_fail
+    # Running targets: done (the VMM stops them at marker 3).
+    cmp qword ptr [rbp + CTL_PARAM], 0
+    jne bench_exit
+
+    # Self-flush: the same List call at this vCPU alone.
+    mov rdi, [r15 + PV_SELF]
+    xor edx, edx
+    call bench_input_nonex
+    mov edi, BENCH_GVAS
+    mov edx, 0x200003
+    mov r8d, 0x10000
+    call bench_gvas
+    mov rcx, HVCALL_LIST | BENCH_OK
+    mov [r15 + B_CONTROL], rcx
+    lea rax, [r14 + SH_HYPERCALL_PAGE]
+    mov [r15 + B_CALL_TARGET], rax
+    mov eax, MARKER_SELF_FLUSH_START
+    out PORT_MARKER, eax
+    call bench_phase
+    mov rax, [r15 + B_ERRORS]
+    mov [r15 + B_SELF_ERRORS], rax
+
+    # Non-flush exits, without and then with the flush hooks.
+    mov rdx, [rbp + CTL_TRAP_STUB]
+    mov [r15 + B_CALL_TARGET], rdx
+    mov eax, MARKER_HOOKS_OFF_START
+    out PORT_MARKER, eax
+    call bench_phase
+    mov eax, MARKER_HOOKS_ON_START
+    out PORT_MARKER, eax
+    call bench_phase
+    mov eax, MARKER_HOOKS_ON_END
+    out PORT_MARKER, eax
+
+    mov rdx, [r15 + B_SELF_ERRORS]
+    mov edi, FAIL_BENCH_STATUS
+    mov esi, 2
     test rdx, rdx
     jnz bench_fail
     EXIT 0

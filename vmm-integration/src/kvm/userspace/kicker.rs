@@ -1,48 +1,93 @@
 //! Kicks a running vCPU out of `KVM_RUN`: set its `immediate_exit`, then
 //! signal its thread (the signal interrupts a running or halted vCPU; the
 //! flag covers a signal that lands just before `KVM_RUN`).
+//!
+//! Memory-safe by construction, whatever order the VMM drops things in:
+//! * a kick writes `immediate_exit` through the target's **own** mapping of
+//!   its `kvm_run` page, made from a duplicate of the vCPU fd at
+//!   registration (Firecracker's `VcpuHandle` keeps a vCPU alive the same
+//!   way), so it can never touch memory the VMM has unmapped;
+//! * it signals with `tgkill` on the thread's kernel id, which fails
+//!   cleanly for a thread that is gone (a stale `pthread_t` is undefined
+//!   behaviour);
+//! * both happen inside the target's [`KickSlot`], which the registration
+//!   clears on drop: once [`KickRegistration`] is dropped, no other thread
+//!   writes to the vCPU's run page or signals its thread.
 
+use std::fs::File;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::SeqCst};
 
-use hyperv_flush::engine::VcpuKicker;
-use vm_memory::GuestAddressSpace;
+use hyperv_flush::engine::{KickSlot, VcpuKicker};
+use kvm_bindings::kvm_run;
+use kvm_ioctls::VcpuFd;
+use thiserror::Error;
+use vm_memory::mmap::{MmapRegion, MmapRegionError};
+use vm_memory::{FileOffset, GuestAddressSpace, VolatileMemory};
 
 use super::steal_time::StealTimeRecord;
 
-/// What a vCPU thread registers so others can kick it.
-struct KickTarget {
-    /// `&kvm_run.immediate_exit` of the vCPU's mapping; null when the vCPU
-    /// thread has not registered or has unregistered.
-    immediate_exit: AtomicPtr<u8>,
-    /// `pthread_t` of the vCPU thread (valid while `immediate_exit` is set).
-    thread: AtomicU64,
-    /// The vCPU's steal-time record GPA + 1 (0 = none).
-    steal_time: AtomicU64,
+/// `kvm_run` is page 0 of a vCPU fd's mapping (KVM API, "KVM_RUN").
+const RUN_PAGE_SIZE: usize = 4096;
+const IMMEDIATE_EXIT_OFFSET: usize = std::mem::offset_of!(kvm_run, immediate_exit);
+
+/// Errors registering a vCPU thread for kicks.
+#[derive(Debug, Error)]
+pub enum KickError {
+    /// No slot for this vCPU index.
+    #[error("No kick slot for vCPU {0}")]
+    NoSuchVcpu(usize),
+    /// The vCPU fd could not be duplicated.
+    #[error("Cannot duplicate the vCPU fd")]
+    DupFd(#[source] std::io::Error),
+    /// The run page could not be mapped.
+    #[error("Cannot map the vCPU's run page")]
+    Map(#[source] MmapRegionError),
 }
 
-impl KickTarget {
-    fn new() -> Self {
-        Self {
-            immediate_exit: AtomicPtr::new(std::ptr::null_mut()),
-            thread: AtomicU64::new(0),
-            steal_time: AtomicU64::new(0),
-        }
+/// A vCPU's `kvm_run` page, mapped from a duplicate of its fd: valid for as
+/// long as this value lives, independently of the VMM's `VcpuFd`.
+struct RunPage {
+    region: MmapRegion<()>,
+}
+
+impl RunPage {
+    fn map(vcpu: &VcpuFd) -> Result<Self, KickError> {
+        // SAFETY: the descriptor belongs to `vcpu`, which is borrowed for
+        // the whole call, so it stays open while it is borrowed here.
+        let fd = unsafe { BorrowedFd::borrow_raw(vcpu.as_raw_fd()) };
+        let file = File::from(fd.try_clone_to_owned().map_err(KickError::DupFd)?);
+        let region = MmapRegion::from_file(FileOffset::new(file, 0), RUN_PAGE_SIZE)
+            .map_err(KickError::Map)?;
+        Ok(Self { region })
     }
 
-    /// Sets or clears `immediate_exit`; false if not registered.
-    fn set_immediate_exit(&self, value: u8) -> bool {
-        let ptr = self.immediate_exit.load(SeqCst);
-        if ptr.is_null() {
-            return false;
+    fn set_immediate_exit(&self, value: u8) {
+        // In bounds and trivially aligned: a u8 inside the mapped page, so
+        // the reference always exists. KVM reads the byte at entry.
+        if let Ok(flag) = self
+            .region
+            .get_atomic_ref::<AtomicU8>(IMMEDIATE_EXIT_OFFSET)
+        {
+            flag.store(value, SeqCst);
         }
-        // SAFETY: `VcpuKickers::register`'s contract keeps `ptr` valid while
-        // it is non-null; we only access the byte atomically, KVM reads it
-        // at entry.
-        let flag = unsafe { AtomicU8::from_ptr(ptr) };
-        flag.store(value, SeqCst);
-        true
     }
+}
+
+/// What other threads use to kick one vCPU.
+struct Registered {
+    run: Arc<RunPage>,
+    /// Kernel thread id of the vCPU thread.
+    tid: libc::pid_t,
+}
+
+/// One vCPU's kick state.
+#[derive(Default)]
+struct KickTarget {
+    slot: KickSlot<Registered>,
+    /// The vCPU's steal-time record GPA + 1 (0 = none).
+    steal_time: AtomicU64,
 }
 
 /// Every vCPU thread of a VM, as registered for kicks. Shared by the flush
@@ -50,53 +95,47 @@ impl KickTarget {
 pub struct VcpuKickers {
     targets: Box<[KickTarget]>,
     signal: libc::c_int,
+    pid: libc::pid_t,
 }
 
 impl VcpuKickers {
     /// Slots for `vcpus` vCPUs, kicked with `signal`.
     pub fn new(vcpus: usize, signal: libc::c_int) -> Self {
         Self {
-            targets: (0..vcpus).map(|_| KickTarget::new()).collect(),
+            targets: (0..vcpus).map(|_| KickTarget::default()).collect(),
             signal,
+            pid: std::process::id() as libc::pid_t,
         }
     }
 
-    /// Registers the calling thread as vCPU `index`'s thread.
-    ///
-    /// # Safety
-    ///
-    /// `immediate_exit` must point to `immediate_exit` in the vCPU's
-    /// `kvm_run` mapping and stay valid until [`VcpuKickers::unregister`].
-    pub unsafe fn register(
-        &self,
+    /// Registers the **calling thread** as vCPU `index`'s thread, running
+    /// `vcpu`. Kicks reach it until the returned registration is dropped;
+    /// drop it on that thread before the thread ends.
+    pub fn register(
+        self: &Arc<Self>,
         index: usize,
-        immediate_exit: *mut u8,
+        vcpu: &VcpuFd,
         steal_time: Option<&StealTimeRecord>,
-    ) {
-        let Some(target) = self.targets.get(index) else {
-            return;
-        };
-        // SAFETY: pthread_self has no preconditions.
-        let me = unsafe { libc::pthread_self() };
-        target.thread.store(me as u64, SeqCst);
+    ) -> Result<KickRegistration, KickError> {
+        let target = self
+            .targets
+            .get(index)
+            .ok_or(KickError::NoSuchVcpu(index))?;
+        let run = Arc::new(RunPage::map(vcpu)?);
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
         target
             .steal_time
             .store(steal_time.map_or(0, |r| r.gpa() + 1), SeqCst);
-        target.immediate_exit.store(immediate_exit, SeqCst);
-    }
-
-    /// Forgets vCPU `index`'s thread (before its `kvm_run` goes away).
-    pub fn unregister(&self, index: usize) {
-        if let Some(target) = self.targets.get(index) {
-            target.immediate_exit.store(std::ptr::null_mut(), SeqCst);
-        }
-    }
-
-    /// vCPU thread, before `KVM_RUN`: clears a kick that was not needed.
-    pub fn clear_immediate_exit(&self, index: usize) {
-        if let Some(target) = self.targets.get(index) {
-            target.set_immediate_exit(0);
-        }
+        target.slot.set(Registered {
+            run: Arc::clone(&run),
+            tid,
+        });
+        Ok(KickRegistration {
+            kickers: Arc::clone(self),
+            index,
+            run,
+        })
     }
 
     /// Makes vCPU `index` leave `KVM_RUN` soon; no-op if not registered.
@@ -104,16 +143,20 @@ impl VcpuKickers {
         let Some(target) = self.targets.get(index) else {
             return;
         };
-        if !target.set_immediate_exit(1) {
-            return;
-        }
-        let thread = target.thread.load(SeqCst) as libc::pthread_t;
-        // SAFETY: `thread` is the live vCPU thread registered with a valid
-        // pointer (the thread unregisters before it exits); the signal has
-        // a handler (see `install_kick_signal_handler`).
-        unsafe {
-            libc::pthread_kill(thread, self.signal);
-        }
+        target.slot.with(|r| {
+            r.run.set_immediate_exit(1);
+            // SAFETY: tgkill takes no pointers; a thread that is gone makes
+            // it fail with ESRCH. The signal has a handler
+            // (`install_kick_signal_handler`, or the VMM's own).
+            unsafe {
+                libc::syscall(
+                    libc::SYS_tgkill,
+                    libc::c_long::from(self.pid),
+                    libc::c_long::from(r.tid),
+                    libc::c_long::from(self.signal),
+                );
+            }
+        });
     }
 
     /// Kicks every registered vCPU (VMM stop).
@@ -121,10 +164,46 @@ impl VcpuKickers {
         (0..self.targets.len()).for_each(|i| self.kick(i));
     }
 
+    /// Whether vCPU `index` is registered (tests and diagnostics).
+    pub fn is_registered(&self, index: usize) -> bool {
+        self.targets.get(index).is_some_and(|t| t.slot.is_set())
+    }
+
     fn steal_time(&self, index: usize) -> Option<StealTimeRecord> {
         match self.targets.get(index)?.steal_time.load(SeqCst) {
             0 => None,
             gpa_plus_one => Some(StealTimeRecord::at(gpa_plus_one - 1)),
+        }
+    }
+}
+
+/// A vCPU thread's registration for kicks; dropping it unregisters, and
+/// once the drop returns no other thread touches the vCPU.
+pub struct KickRegistration {
+    kickers: Arc<VcpuKickers>,
+    index: usize,
+    run: Arc<RunPage>,
+}
+
+impl KickRegistration {
+    /// vCPU thread, right before `KVM_RUN`: clears a kick that is no
+    /// longer needed (a stop check or the flush hooks follow it).
+    pub fn clear_immediate_exit(&self) {
+        self.run.set_immediate_exit(0);
+    }
+
+    /// The vCPU index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl Drop for KickRegistration {
+    fn drop(&mut self) {
+        if let Some(target) = self.kickers.targets.get(self.index) {
+            target.steal_time.store(0, SeqCst);
+            // Waits for a kick in progress: none runs after this.
+            drop(target.slot.clear());
         }
     }
 }
@@ -142,7 +221,7 @@ impl<A: GuestAddressSpace> KvmKicker<A> {
     }
 
     /// The VM's kickers.
-    pub fn kickers(&self) -> &VcpuKickers {
+    pub fn kickers(&self) -> &Arc<VcpuKickers> {
         &self.kickers
     }
 }

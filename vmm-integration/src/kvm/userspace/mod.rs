@@ -24,7 +24,9 @@ use kvm_ioctls::{ReadMsrExit, SyncReg, VcpuFd, VmFd, WriteMsrExit};
 use thiserror::Error;
 use vm_memory::GuestAddressSpace;
 
-pub use kicker::{KvmKicker, VcpuKickers, install_kick_signal_handler};
+pub use kicker::{
+    KickError, KickRegistration, KvmKicker, VcpuKickers, install_kick_signal_handler,
+};
 pub use msrs::{HypervMsrs, MSR_KVM_STEAL_TIME, MsrOutcome, hypercall_stub};
 pub use regs::KvmHypercallRegs;
 pub use steal_time::{KVM_VCPU_FLUSH_TLB, KVM_VCPU_PREEMPTED, StealTimeError, StealTimeRecord};
@@ -39,6 +41,9 @@ pub enum UserspaceError {
     /// The flush executor could not be set up for a vCPU.
     #[error("Cannot set up the flush executor of vCPU {0}")]
     Executor(usize, #[source] StealTimeError),
+    /// The vCPU thread could not be registered for kicks.
+    #[error("Cannot register vCPU {0} for kicks")]
+    Kick(usize, #[source] KickError),
     /// The engine refused a vCPU index.
     #[error("Flush engine error")]
     Engine(#[source] EngineError),
@@ -114,7 +119,9 @@ impl<A: GuestAddressSpace> KvmUserspaceFlush<A> {
     /// Per-vCPU setup, called **on the vCPU's own thread** before its first
     /// `KVM_RUN`: registers the steal-time record at `steal_time_gpa`
     /// (64-byte aligned, VMM-owned), enables register sync on exits, and
-    /// registers the thread for kicks.
+    /// registers the thread for kicks. Drop the hooks on that thread when
+    /// it stops running the vCPU; they may outlive the `VcpuFd` (kicks use
+    /// their own mapping of the vCPU's run page).
     pub fn setup_vcpu(
         self: &Arc<Self>,
         vcpu: &mut VcpuFd,
@@ -127,59 +134,91 @@ impl<A: GuestAddressSpace> KvmUserspaceFlush<A> {
         let record = StealTimeRecord::register(vcpu, &*self.mem.memory(), steal_time_gpa)
             .map_err(|e| UserspaceError::Executor(index, e))?;
         vcpu.set_sync_valid_reg(SyncReg::Register);
-        let immediate_exit = &raw mut vcpu.get_kvm_run().immediate_exit;
-        // SAFETY: the pointer is into this vCPU's kvm_run mapping, owned by
-        // `vcpu`; `KvmVcpuFlush` unregisters on drop and the VMM must drop
-        // it before the `VcpuFd` (documented on `KvmVcpuFlush`).
-        unsafe {
-            self.kicker
-                .kickers()
-                .register(index, immediate_exit, Some(&record))
-        };
+        let kick = self
+            .kicker
+            .kickers()
+            .register(index, vcpu, Some(&record))
+            .map_err(|e| UserspaceError::Kick(index, e))?;
         Ok(KvmVcpuFlush {
             shared: Arc::clone(self),
             index,
             record,
+            armed: false,
+            kick,
         })
     }
 }
 
-/// One vCPU's hooks. Drop it before the `VcpuFd` it was set up with.
+/// One vCPU's hooks, owned by its thread. Dropping them unregisters the
+/// vCPU: it is marked stopped, and no kick reaches it afterwards.
 pub struct KvmVcpuFlush<A: GuestAddressSpace> {
     shared: Arc<KvmUserspaceFlush<A>>,
     index: usize,
     record: StealTimeRecord,
+    /// A flush is armed in the record and KVM has not been seen to
+    /// perform it yet.
+    armed: bool,
+    kick: KickRegistration,
 }
 
 impl<A: GuestAddressSpace> KvmVcpuFlush<A> {
-    /// Right before `KVM_RUN`: clears a pending kick, marks the vCPU in the
-    /// guest and arms the executor if another vCPU queued a flush for it.
-    pub fn before_entry(&mut self) -> Result<(), UserspaceError> {
-        self.shared
-            .kicker
-            .kickers()
-            .clear_immediate_exit(self.index);
+    /// Right before `KVM_RUN`, on the vCPU's thread, with the `VcpuFd` it
+    /// runs: clears a pending kick, marks the vCPU in the guest and arms
+    /// the executor if another vCPU queued a flush for it.
+    ///
+    /// Before arming, it checks that KVM still holds the vCPU's steal-time
+    /// registration and restores it if an INIT or RESET dropped it
+    /// (counted in `executor_repairs`). That costs one `KVM_GET_MSRS`, and
+    /// only on entries that carry a flush; other entries cost a few loads.
+    pub fn before_entry(&mut self, vcpu: &VcpuFd) -> Result<(), UserspaceError> {
+        self.kick.clear_immediate_exit();
         let pending = self
             .shared
             .partition
             .before_entry(self.index)
             .map_err(UserspaceError::Engine)?;
-        if pending.is_some() {
-            // A full flush serves ranges too: over-flushing is always
-            // allowed (TLFS), and it is the one flush KVM offers userspace.
-            if let Err(e) = self.record.arm_flush(&*self.shared.mem.memory()) {
-                // Leave the vCPU marked outside so nothing waits on it.
-                let _ = self.shared.partition.after_exit(self.index);
-                return Err(UserspaceError::Executor(self.index, e));
-            }
+        if !pending.is_some() && !self.armed {
+            return Ok(());
+        }
+        if let Err(e) = self.arm(vcpu, pending.is_some()) {
+            // Leave the vCPU marked outside so nothing waits on it.
+            let _ = self.shared.partition.after_exit(self.index);
+            return Err(UserspaceError::Executor(self.index, e));
         }
         Ok(())
     }
 
-    /// Right after `KVM_RUN` returned (whatever it returned).
+    /// Makes KVM hold the registration, then arms a flush if `new` work
+    /// was taken (an armed one serves it too). A full flush serves ranges
+    /// too: over-flushing is always allowed (TLFS), and it is the one
+    /// flush KVM offers userspace.
+    fn arm(&mut self, vcpu: &VcpuFd, new: bool) -> Result<(), StealTimeError> {
+        if self.record.ensure_registered(vcpu)? {
+            // The index was validated in `setup_vcpu`.
+            let _ = self.shared.partition.executor_repaired(self.index);
+        }
+        if new {
+            self.record.arm_flush(&*self.shared.mem.memory())?;
+            self.armed = true;
+        }
+        Ok(())
+    }
+
+    /// Right after `KVM_RUN` returned (whatever it returned): marks the
+    /// vCPU outside and counts armed flushes KVM has performed.
     pub fn after_exit(&mut self) {
         // The index was validated in `setup_vcpu`.
         let _ = self.shared.partition.after_exit(self.index);
+        if !self.armed {
+            return;
+        }
+        // An unreadable record keeps the flush armed: the next entry
+        // checks the registration again and reports the memory error.
+        let mem = self.shared.mem.memory();
+        if let Ok(false) = self.record.flush_still_armed(&*mem) {
+            let _ = self.shared.partition.flushes_executed(self.index, 1);
+            self.armed = false;
+        }
     }
 
     /// A `KVM_EXIT_IO` out: serves the hypercall if `port` is the stub's.
@@ -252,11 +291,19 @@ impl<A: GuestAddressSpace> KvmVcpuFlush<A> {
     pub fn index(&self) -> usize {
         self.index
     }
+
+    /// The vCPU's kick registration (a VMM that runs the vCPU without the
+    /// hooks for a while clears `immediate_exit` through it).
+    pub fn kick_registration(&self) -> &KickRegistration {
+        &self.kick
+    }
 }
 
 impl<A: GuestAddressSpace> Drop for KvmVcpuFlush<A> {
     fn drop(&mut self) {
-        self.shared.kicker.kickers().unregister(self.index);
+        // The kick registration (a field) is dropped right after this: a
+        // kicker that still sees the vCPU "in guest" finds it stopped and
+        // stops waiting; one that kicks meanwhile reaches a live thread.
         let _ = self.shared.partition.vcpu_stopped(self.index);
     }
 }

@@ -33,6 +33,9 @@ pub enum StealTimeError {
     /// KVM refused the MSR.
     #[error("KVM refused MSR_KVM_STEAL_TIME (needs KVM_FEATURE_STEAL_TIME)")]
     MsrRejected(#[source] Option<kvm_ioctls::Error>),
+    /// KVM would not report the MSR.
+    #[error("Cannot read MSR_KVM_STEAL_TIME")]
+    MsrUnreadable(#[source] Option<kvm_ioctls::Error>),
 }
 
 /// One vCPU's steal-time record.
@@ -54,17 +57,57 @@ impl StealTimeRecord {
         }
         let record = Self { gpa };
         record.with_byte(mem, |_| ())?;
+        record.write_msr(vcpu)?;
+        Ok(record)
+    }
+
+    fn msr_value(&self) -> u64 {
+        self.gpa | KVM_MSR_ENABLED
+    }
+
+    fn write_msr(&self, vcpu: &VcpuFd) -> Result<(), StealTimeError> {
         let msrs = kvm_bindings::Msrs::from_entries(&[kvm_msr_entry {
             index: MSR_KVM_STEAL_TIME,
-            data: gpa | KVM_MSR_ENABLED,
+            data: self.msr_value(),
             ..Default::default()
         }])
         .map_err(|_| StealTimeError::MsrRejected(None))?;
         match vcpu.set_msrs(&msrs) {
-            Ok(1) => Ok(record),
+            Ok(1) => Ok(()),
             Ok(_) => Err(StealTimeError::MsrRejected(None)),
             Err(e) => Err(StealTimeError::MsrRejected(Some(e))),
         }
+    }
+
+    /// Whether KVM still holds this registration. `kvm_vcpu_reset()`
+    /// (Linux arch/x86/kvm/x86.c), which runs for INIT as well as RESET,
+    /// clears it; then KVM never reads the record again and an armed flush
+    /// is never executed. One `KVM_GET_MSRS` on the vCPU's own thread.
+    pub fn is_registered(&self, vcpu: &VcpuFd) -> Result<bool, StealTimeError> {
+        let mut msrs = kvm_bindings::Msrs::from_entries(&[kvm_msr_entry {
+            index: MSR_KVM_STEAL_TIME,
+            ..Default::default()
+        }])
+        .map_err(|_| StealTimeError::MsrUnreadable(None))?;
+        match vcpu.get_msrs(&mut msrs) {
+            Ok(1) => Ok(msrs.as_slice()[0].data == self.msr_value()),
+            Ok(_) => Err(StealTimeError::MsrUnreadable(None)),
+            Err(e) => Err(StealTimeError::MsrUnreadable(Some(e))),
+        }
+    }
+
+    /// Target's own thread, outside `KVM_RUN`: makes sure KVM holds the
+    /// registration, restoring it if an INIT or RESET dropped it. Returns
+    /// whether it had to be restored. Nothing but `kvm_vcpu_reset()` (run
+    /// on this thread, inside `KVM_RUN`) or the VMM clears it: the guest
+    /// cannot reach the MSR (the filter denies it), so the answer holds
+    /// until this thread's next `KVM_RUN`.
+    pub fn ensure_registered(&self, vcpu: &VcpuFd) -> Result<bool, StealTimeError> {
+        if self.is_registered(vcpu)? {
+            return Ok(false);
+        }
+        self.write_msr(vcpu)?;
+        Ok(true)
     }
 
     /// A handle to an already registered record at `gpa`.
@@ -104,6 +147,18 @@ impl StealTimeRecord {
         self.with_byte(mem, |b| {
             b.fetch_or(KVM_VCPU_FLUSH_TLB, SeqCst);
         })
+    }
+
+    /// Target's own thread, after `KVM_RUN` returned: whether an armed
+    /// flush is still waiting. `record_steal_time()` `xchg`s the byte to 0
+    /// and flushes before any guest instruction of the entry; a bit still
+    /// set means KVM did not get there (the run ended before entering the
+    /// guest, or an INIT/RESET dropped the registration).
+    pub fn flush_still_armed<M: GuestMemory + ?Sized>(
+        &self,
+        mem: &M,
+    ) -> Result<bool, StealTimeError> {
+        self.with_byte(mem, |b| b.load(SeqCst) & KVM_VCPU_FLUSH_TLB != 0)
     }
 
     /// Initiator: if KVM marked the target preempted, turns that mark into
