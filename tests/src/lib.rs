@@ -1,6 +1,72 @@
 //! Shared helpers for the cross-crate integration tests.
 
+use std::fmt;
+use std::io::Write as _;
 use std::path::PathBuf;
+
+/// A host capability some tests need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// A usable `/dev/kvm`.
+    Kvm,
+    /// tracefs with the KVM tracepoints, as root.
+    Tracefs,
+}
+
+impl Capability {
+    /// The name used in [`REQUIRE_VAR`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kvm => "kvm",
+            Self::Tracefs => "tracefs",
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Comma-separated capabilities a run must have (`kvm,tracefs`): a test
+/// that would skip for one of them fails instead. `.ci/run` sets it, so CI
+/// cannot go green on a host without them.
+pub const REQUIRE_VAR: &str = "HVFLUSH_REQUIRE";
+
+/// Whether [`REQUIRE_VAR`] lists `capability`.
+pub fn required(capability: Capability) -> bool {
+    std::env::var(REQUIRE_VAR).is_ok_and(|v| {
+        v.split(',')
+            .any(|c| c.trim().eq_ignore_ascii_case(capability.name()))
+    })
+}
+
+/// Skips the calling test because `capability` is missing (`reason`), or
+/// fails it when the run requires that capability. The line goes to the
+/// process's stderr directly: libtest captures `eprintln!` of passing
+/// tests, so a skip would otherwise read as a plain `ok`.
+pub fn skip(capability: Capability, reason: &str) {
+    assert!(
+        !required(capability),
+        "{capability} is required ({REQUIRE_VAR}) but missing: {reason}"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED ({capability} missing): {reason}"
+    );
+}
+
+/// Whether KVM tests can run here; skips (see [`skip`]) when not.
+pub fn have_kvm() -> bool {
+    match kvm_usable() {
+        Ok(()) => true,
+        Err(reason) => {
+            skip(Capability::Kvm, &reason);
+            false
+        }
+    }
+}
 
 /// Whether /dev/kvm can be opened read-write; the reason if not.
 pub fn kvm_usable() -> Result<(), String> {

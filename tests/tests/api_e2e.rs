@@ -21,7 +21,7 @@ use hvflush_api::client::{ApiClient, ClientError};
 use hvflush_api::config::{FlushMode, HypervFlushUpdate};
 use hvflush_api::events::parse_event_stream;
 use hvflush_api::model::{CountersReport, Feature, ServicePath, UpdateOutcome, status_key};
-use hvflush_tests::{find_binary, kvm_usable};
+use hvflush_tests::{find_binary, have_kvm};
 use serde_json::Value;
 
 /// How long the VMM gets to create the VM and bind the socket.
@@ -31,10 +31,13 @@ const EXIT_WAIT: Duration = Duration::from_secs(20);
 /// How long counters get to move (the guest is slow, not stuck).
 const PROGRESS_WAIT: Duration = Duration::from_secs(15);
 
-/// The binaries, or why the test cannot run here.
-fn setup() -> Result<(PathBuf, PathBuf), String> {
-    kvm_usable()?;
-    Ok((find_binary("hvflush-vmm")?, find_binary("hvflush-remote")?))
+/// The binaries, or `None` (skipped) without KVM.
+fn setup() -> Option<(PathBuf, PathBuf)> {
+    if !have_kvm() {
+        return None;
+    }
+    let binary = |name| find_binary(name).unwrap_or_else(|e| panic!("{e}"));
+    Some((binary("hvflush-vmm"), binary("hvflush-remote")))
 }
 
 /// A running `hvflush-vmm run`, killed (SIGKILL) and cleaned up on drop.
@@ -47,7 +50,7 @@ struct Vmm {
 }
 
 impl Vmm {
-    /// Starts storm on 2 vCPUs in userspace mode; `Err` is a reason to skip.
+    /// Starts storm on 2 vCPUs in userspace mode; `Err` says why it did not.
     fn start(vmm: &Path, name: &str, duration_secs: u32) -> Result<Self, String> {
         let dir = std::env::temp_dir().join(format!("hvflush-e2e-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -290,14 +293,10 @@ fn restore_l1(client: &ApiClient, vmm: &mut Vmm) -> Result<bool, ClientError> {
 
 #[test]
 fn l1_toggle_reaches_the_guest_and_is_reported() {
-    let (vmm_bin, remote) = match setup() {
-        Ok(b) => b,
-        Err(reason) => return eprintln!("skipped: {reason}"),
+    let Some((vmm_bin, remote)) = setup() else {
+        return;
     };
-    let mut vmm = match Vmm::start(&vmm_bin, "l1", 40) {
-        Ok(v) => v,
-        Err(reason) => return eprintln!("skipped: {reason}"),
-    };
+    let mut vmm = Vmm::start(&vmm_bin, "l1", 40).unwrap_or_else(|e| panic!("{e}"));
     let client = vmm.client();
 
     let ping = client.ping().expect("ping");
@@ -423,14 +422,10 @@ fn put(body: &str) -> Vec<u8> {
 
 #[test]
 fn hostile_requests_then_sigterm_shut_down_cleanly() {
-    let (vmm_bin, _) = match setup() {
-        Ok(b) => b,
-        Err(reason) => return eprintln!("skipped: {reason}"),
+    let Some((vmm_bin, _)) = setup() else {
+        return;
     };
-    let mut vmm = match Vmm::start(&vmm_bin, "hostile", 45) {
-        Ok(v) => v,
-        Err(reason) => return eprintln!("skipped: {reason}"),
-    };
+    let mut vmm = Vmm::start(&vmm_bin, "hostile", 45).unwrap_or_else(|e| panic!("{e}"));
     let client = vmm.client();
     let socket = vmm.socket.clone();
     let alive = || {

@@ -38,6 +38,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use hvflush_api::config::{FlushMode, HypervFlushConfig};
+use hvflush_tests::{Capability, have_kvm, skip};
 use hyperv_flush::engine::{FlushObserver, Level, VcpuSet};
 use vmm_integration::guest::Workload;
 use vmm_integration::vmm::{GuestProgram, Machine, RunOptions, RunReport};
@@ -524,9 +526,6 @@ fn tracefs_root() -> Result<PathBuf, String> {
 /// Checks the host, then sets up an instance following this thread (the
 /// vCPU threads it spawns later are added by `event-fork`). `Err` = skip.
 fn start_tracing() -> Result<TraceInstance, String> {
-    if !Path::new("/dev/kvm").exists() {
-        return Err("/dev/kvm is absent".into());
-    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err("tracefs needs root".into());
@@ -596,8 +595,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Runs `workload` under the trace and checks it; `None` = skipped.
 fn traced_run(workload: Workload, duration: Option<Duration>) -> Option<(RunReport, Summary)> {
     let _one_vm = lock(&KVM_RUNS);
+    if !have_kvm() {
+        return None;
+    }
     let options = RunOptions {
         vcpus: VCPUS,
+        // The path under test, whatever the host offers (auto would pick
+        // offload where KVM has in-kernel Hyper-V).
+        flush: HypervFlushConfig {
+            mode: FlushMode::Userspace,
+            ..HypervFlushConfig::default()
+        },
         program: GuestProgram::Builtin(workload),
         duration,
         timeout: RUN_TIMEOUT,
@@ -608,7 +616,7 @@ fn traced_run(workload: Workload, duration: Option<Duration>) -> Option<(RunRepo
     let trace = match start_tracing() {
         Ok(t) => t,
         Err(reason) => {
-            eprintln!("skipped: {reason}");
+            skip(Capability::Tracefs, &reason);
             return None;
         }
     };
@@ -629,13 +637,7 @@ fn traced_run(workload: Workload, duration: Option<Duration>) -> Option<(RunRepo
         report.failure(),
         report.to_table()
     );
-    if report.mode != "userspace" {
-        eprintln!(
-            "skipped: the {} path served the flushes, not userspace",
-            report.mode
-        );
-        return None;
-    }
+    assert_eq!(report.mode, "userspace", "mode=userspace was pinned");
     let lost = trace.lost_events().expect("read the trace buffer stats");
     assert_eq!(lost, 0, "the trace lost {lost} events; raise BUFFER_KB");
     let text = trace.read("trace").expect("read the trace");
