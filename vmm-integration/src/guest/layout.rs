@@ -162,8 +162,9 @@ pub mod pvh {
     const _: () = {
         assert!(TRAMPOLINE_GPA % PAGE_SIZE == 0 && TRAMPOLINE_GPA < 0xA_0000);
         assert!(1 << STACK_SHIFT == super::STACK_SIZE);
-        assert!(ROM_GPA + ROM_SIZE == 1 << 32);
-        assert!(super::STEAL_TIME_GPA + super::STEAL_TIME_RECORD_SIZE * 64 <= START_INFO_GPA);
+        assert!(ROM_GPA + ROM_SIZE == 1 << 32 && ROM_GPA >= super::MMIO_HOLE_GPA);
+        assert!(super::BENCH_STUB_GPA + PAGE_SIZE <= START_INFO_GPA);
+        assert!(MEMMAP_GPA + MAX_MEMMAP_ENTRIES * 24 <= START_INFO_GPA + PAGE_SIZE);
     };
 }
 
@@ -306,6 +307,12 @@ mod tests {
                 STEAL_TIME_GPA,
                 u64::from(MAX_VCPUS) * STEAL_TIME_RECORD_SIZE,
             ),
+            (BENCH_STUB_GPA, PAGE_SIZE),
+            (pvh::START_INFO_GPA, 0x40),
+            (pvh::MODLIST_GPA, 0x20),
+            (pvh::PARAMS_GPA, pvh::PARAMS_SIZE as u64),
+            (pvh::MEMMAP_GPA, pvh::MAX_MEMMAP_ENTRIES * 24),
+            (pvh::TRAMPOLINE_GPA, PAGE_SIZE),
         ];
         for (i, &(start, len)) in areas.iter().enumerate() {
             assert!(start + len <= IMAGE_GPA, "area {i} reaches the image");
@@ -313,6 +320,21 @@ mod tests {
                 assert!(start + len <= other || other + other_len <= start);
             }
         }
+    }
+
+    #[test]
+    fn pvh_image_areas_follow_each_other_below_the_workload() {
+        let areas = [
+            (pvh::BOOT_GPA, pvh::BOOT_CODE_SIZE),
+            (pvh::BOOT_DATA_GPA, PAGE_SIZE),
+            (pvh::BOOT_PML4_GPA, PAGE_SIZE),
+            (pvh::BOOT_PDPT_GPA, PAGE_SIZE),
+            (pvh::BOOT_PD_GPA, MAX_PAGE_DIRECTORIES * PAGE_SIZE),
+        ];
+        for pair in areas.windows(2) {
+            assert_eq!(pair[0].0 + pair[0].1, pair[1].0);
+        }
+        assert_eq!(pvh::BOOT_PD_GPA + 4 * PAGE_SIZE, pvh::WORKLOAD_GPA);
     }
 
     #[test]

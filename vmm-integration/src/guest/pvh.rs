@@ -414,3 +414,167 @@ fn memmap_entry(addr: u64, size: u64, type_: u32) -> hvm_memmap_table_entry {
 }
 
 const _: () = assert!(3 <= pvh::MAX_MEMMAP_ENTRIES);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guest::boot::create_guest_memory;
+    use crate::guest::layout::MIN_MEMORY_SIZE;
+
+    fn layout() -> GuestLayout {
+        GuestLayout::new(MIN_MEMORY_SIZE, 4).unwrap()
+    }
+
+    fn put_u16(b: &mut [u8], at: usize, v: u16) {
+        b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    }
+    fn put_u32(b: &mut [u8], at: usize, v: u32) {
+        b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    fn put_u64(b: &mut [u8], at: usize, v: u64) {
+        b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    // Offsets of the fields the tests corrupt (ELF-64 spec).
+    const E_MACHINE: usize = 18;
+    const E_PHOFF: usize = 32;
+    const E_PHENTSIZE: usize = 54;
+    const PH_LOAD: usize = 64;
+    const PH_NOTE: usize = 64 + 56;
+    const P_OFFSET: usize = 8;
+    const P_PADDR: usize = 24;
+    const P_FILESZ: usize = 32;
+    const P_MEMSZ: usize = 40;
+    const NOTE: usize = 64 + 2 * 56;
+
+    #[test]
+    fn built_images_parse_and_load_with_the_boot_code_entry() {
+        let layout = layout();
+        for w in Workload::ALL {
+            let elf = build_image(w);
+            assert!(is_elf(&elf));
+            let image = PvhImage::parse(&elf, &layout).unwrap();
+            assert_eq!(image.entry(), pvh::BOOT_GPA);
+            let mem = create_guest_memory(&layout).unwrap();
+            image.load(&mem).unwrap();
+            let mut first = [0u8; 16];
+            mem.read_slice(&mut first, GuestAddress(pvh::WORKLOAD_GPA))
+                .unwrap();
+            assert_eq!(&first, &image_prefix(w), "{w} sits at WORKLOAD_GPA");
+            let mut boot = [0u8; 8];
+            mem.read_slice(&mut boot, GuestAddress(pvh::BOOT_GPA))
+                .unwrap();
+            assert_eq!(&boot, &boot_code()[..8]);
+        }
+    }
+
+    fn image_prefix(w: Workload) -> [u8; 16] {
+        image(w)[..16].try_into().unwrap()
+    }
+
+    fn refused(elf: &[u8]) -> PvhError {
+        PvhImage::parse(elf, &layout()).expect_err("malformed image accepted")
+    }
+
+    #[test]
+    fn malformed_images_are_refused_with_their_reason() {
+        let good = build_image(Workload::Smoke);
+        assert!(matches!(refused(&good[..40]), PvhError::TooShort(40)));
+        let mut e = good.clone();
+        e[0] = b'X';
+        assert!(matches!(refused(&e), PvhError::NotElf));
+        let mut e = good.clone();
+        e[EI_CLASS] = 1;
+        assert!(matches!(refused(&e), PvhError::Class(1)));
+        let mut e = good.clone();
+        e[EI_DATA] = 2;
+        assert!(matches!(refused(&e), PvhError::Encoding(2)));
+        let mut e = good.clone();
+        put_u16(&mut e, E_MACHINE, 3);
+        assert!(matches!(refused(&e), PvhError::Machine(3)));
+        let mut e = good.clone();
+        put_u16(&mut e, E_PHENTSIZE, 32);
+        assert!(matches!(refused(&e), PvhError::ProgramHeaders));
+        let mut e = good.clone();
+        put_u64(&mut e, E_PHOFF, u64::MAX - 8);
+        assert!(matches!(refused(&e), PvhError::ProgramHeaders));
+        let mut e = good.clone();
+        put_u64(&mut e, PH_LOAD + P_FILESZ, good.len() as u64);
+        assert!(matches!(refused(&e), PvhError::Segment(0)));
+        let mut e = good.clone();
+        put_u64(&mut e, PH_LOAD + P_OFFSET, u64::MAX);
+        assert!(matches!(refused(&e), PvhError::Segment(0)));
+        let mut e = good.clone();
+        put_u64(&mut e, PH_LOAD + P_MEMSZ, 1);
+        assert!(matches!(refused(&e), PvhError::Segment(0)));
+        let mut e = good.clone();
+        put_u64(&mut e, PH_LOAD + P_PADDR, 0x8000);
+        assert!(matches!(
+            refused(&e),
+            PvhError::SegmentOutsideRam { index: 0, .. }
+        ));
+        let mut e = good.clone();
+        put_u64(&mut e, PH_LOAD + P_MEMSZ, 1 << 40);
+        assert!(matches!(refused(&e), PvhError::SegmentOutsideRam { .. }));
+        let mut e = good.clone();
+        put_u32(&mut e, PH_LOAD, PT_NOTE + 1);
+        assert!(matches!(refused(&e), PvhError::NoLoadSegment));
+        let mut e = good.clone();
+        put_u32(&mut e, NOTE + 8, 17); // another Xen note type
+        assert!(matches!(refused(&e), PvhError::NoPvhNote));
+        let mut e = good.clone();
+        e[NOTE + 12] = b'K';
+        assert!(matches!(refused(&e), PvhError::NoPvhNote));
+        let mut e = good.clone();
+        put_u32(&mut e, NOTE + 4, 0x1000); // descriptor runs past the segment
+        assert!(matches!(refused(&e), PvhError::Note(1)));
+        let mut e = good.clone();
+        put_u32(&mut e, NOTE + 4, 2); // descriptor too short for an address
+        put_u64(&mut e, PH_NOTE + P_FILESZ, 20);
+        assert!(matches!(refused(&e), PvhError::Note(1)));
+        let mut e = good.clone();
+        put_u32(&mut e, NOTE + 16, 0x40_0000);
+        assert!(matches!(
+            refused(&e),
+            PvhError::EntryOutsideSegments(0x40_0000)
+        ));
+        // Every prefix is refused without a panic.
+        for len in 0..SEGMENT_FILE_OFFSET as usize + 64 {
+            let _ = PvhImage::parse(&good[..len], &layout());
+        }
+    }
+
+    #[test]
+    fn boot_info_describes_the_machine() {
+        let layout = layout();
+        let mem = create_guest_memory(&layout).unwrap();
+        let params = PvhParams::for_layout(&layout);
+        assert_eq!(
+            write_boot_info(&mem, &layout, &params).unwrap(),
+            pvh::START_INFO_GPA
+        );
+        let info: hvm_start_info = mem.read_obj(GuestAddress(pvh::START_INFO_GPA)).unwrap();
+        assert_eq!(info.magic, XEN_HVM_START_MAGIC);
+        assert_eq!((info.version, info.nr_modules), (1, 1));
+        let module: hvm_modlist_entry = mem.read_obj(GuestAddress(info.modlist_paddr)).unwrap();
+        assert_eq!(module.size, pvh::PARAMS_SIZE as u64);
+        let mut block = [0u8; pvh::PARAMS_SIZE];
+        mem.read_slice(&mut block, GuestAddress(module.paddr))
+            .unwrap();
+        assert_eq!(block, params.to_bytes());
+        assert_eq!(&block[..4], b"HVFP");
+        assert_eq!(u32::from_le_bytes(block[8..12].try_into().unwrap()), 4);
+        assert_eq!(
+            u64::from_le_bytes(block[16..24].try_into().unwrap()),
+            layout.usable_limit()
+        );
+        let high: hvm_memmap_table_entry =
+            mem.read_obj(GuestAddress(info.memmap_paddr + 24)).unwrap();
+        assert_eq!(
+            (high.addr, high.size),
+            (IMAGE_GPA, MIN_MEMORY_SIZE - IMAGE_GPA)
+        );
+        assert_eq!(high.type_, MEMMAP_RAM);
+        assert_eq!(info.memmap_entries, 3);
+    }
+}

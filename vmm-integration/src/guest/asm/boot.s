@@ -49,7 +49,7 @@
 .equ BD_TR_LOCK, BOOT_DATA + 0x28   # u32 lock around ltr (one shared TSS descriptor)
 .equ BD_START_INFO, BOOT_DATA + 0x30    # u64 start_info GPA of the last boot
 .equ BD_TSS, BOOT_DATA + 0x100      # the (zero) 64-bit TSS, 104 bytes
-.equ BD_BOOT_STACK, BOOT_DATA + 0x1000  # stack top of the BSP until it enters the workload
+.equ BD_BOOT_STACK, BOOT_DATA + 0x1000  # stack top before the workload (boot failures call the printers)
 
 # ---- Xen public/arch-x86/hvm/start_info.h ----
 .equ XEN_HVM_START_MAGIC, 0x336ec578
@@ -293,7 +293,7 @@ boot_enter_long:
 .code64
 boot_long64:
     lidt [rip + boot_null_idtr]
-    mov esp, BD_BOOT_STACK          # only the BSP calls before the workload
+    mov esp, BD_BOOT_STACK          # for the boot-failure path (the APs never push here)
     test ebp, ebp
     jz 1f
     mov eax, ebp
