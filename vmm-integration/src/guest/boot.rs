@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use kvm_bindings::{
-    KVM_MP_STATE_RUNNABLE, kvm_fpu, kvm_mp_state, kvm_regs, kvm_segment,
+    KVM_MP_STATE_RUNNABLE, kvm_fpu, kvm_mp_state, kvm_regs, kvm_segment, kvm_sregs,
     kvm_userspace_memory_region,
 };
 use kvm_ioctls::{VcpuFd, VmFd};
@@ -247,15 +247,7 @@ pub fn configure_vcpu(vcpu: &VcpuFd, layout: &GuestLayout, index: u32) -> Result
         .get_sregs()
         .map_err(vcpu_error("get the special registers"))?;
     sregs.cs = code_segment();
-    for segment in [
-        &mut sregs.ds,
-        &mut sregs.es,
-        &mut sregs.fs,
-        &mut sregs.gs,
-        &mut sregs.ss,
-    ] {
-        *segment = data_segment();
-    }
+    set_data_segments(&mut sregs);
     sregs.tr = task_segment();
     sregs.ldt = kvm_segment {
         unusable: 1,
@@ -315,15 +307,7 @@ pub fn configure_pvh_bsp(vcpu: &VcpuFd, entry: u64, start_info: u64) -> Result<(
         db: 1,
         ..code_segment()
     };
-    for segment in [
-        &mut sregs.ds,
-        &mut sregs.es,
-        &mut sregs.fs,
-        &mut sregs.gs,
-        &mut sregs.ss,
-    ] {
-        *segment = data_segment();
-    }
+    set_data_segments(&mut sregs);
     sregs.tr = kvm_segment {
         base: 0,
         limit: (TSS_SIZE - 1) as u32,
@@ -469,6 +453,19 @@ fn code_segment() -> kvm_segment {
         l: 1,
         g: 1,
         ..Default::default()
+    }
+}
+
+/// DS, ES, FS, GS and SS: the flat data segment.
+fn set_data_segments(sregs: &mut kvm_sregs) {
+    for segment in [
+        &mut sregs.ds,
+        &mut sregs.es,
+        &mut sregs.fs,
+        &mut sregs.gs,
+        &mut sregs.ss,
+    ] {
+        *segment = data_segment();
     }
 }
 
