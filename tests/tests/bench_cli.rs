@@ -68,8 +68,9 @@ fn bench_writes_results_and_plot() {
     assert_eq!(running.len(), 2);
     for (row, targets) in running.iter().zip([1u64, 2]) {
         assert_eq!(row["running_targets"].as_u64(), Some(targets));
-        // Every call kicks each running target at least once.
-        assert!(row["kicks_per_call"].as_f64().unwrap() >= targets as f64);
+        // The targets spin from before the first call, which must kick
+        // them; how often later calls do depends on the host scheduler.
+        assert!(row["kicks_per_call"].as_f64().unwrap() > 0.0, "{row}");
     }
     let svg = std::fs::read_to_string(&svg_path).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));

@@ -1,25 +1,14 @@
 //! Every built-in workload, and an external image, on a real KVM guest
-//! through the VMM library. Skips (printing why) without /dev/kvm.
+//! through the VMM library, on the userspace path whatever the host offers.
+//! Skips (see `hvflush_tests::skip`) without /dev/kvm.
 
 use std::time::Duration;
 
+use hvflush_api::config::{FlushMode, HypervFlushConfig};
+use hvflush_tests::have_kvm as kvm_available;
 use hyperv_flush::abi::HvStatus;
 use vmm_integration::guest::{Workload, image};
 use vmm_integration::vmm::{self, GuestProgram, RunOptions, RunReport};
-
-fn kvm_available() -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("skipped: /dev/kvm is not usable: {e}");
-            false
-        }
-    }
-}
 
 fn run(options: RunOptions) -> RunReport {
     let report = vmm::run(&options).expect("the VM runs");
@@ -30,6 +19,12 @@ fn run(options: RunOptions) -> RunReport {
 fn options(workload: Workload, vcpus: u32) -> RunOptions {
     RunOptions {
         vcpus,
+        // The path under test: `auto` would pick offload on a host whose
+        // KVM has in-kernel Hyper-V.
+        flush: HypervFlushConfig {
+            mode: FlushMode::Userspace,
+            ..HypervFlushConfig::default()
+        },
         program: GuestProgram::Builtin(workload),
         echo_console: false,
         timeout: Duration::from_secs(120),
@@ -181,17 +176,21 @@ fn targets_outside_kvm_run_are_never_kicked() {
 }
 
 #[test]
-fn running_targets_are_kicked_once_per_call() {
+fn running_targets_are_kicked_and_take_their_flush() {
     if !kvm_available() {
         return;
     }
     let report = bench_run(2, 1);
     assert!(report.passed(), "{:?}", report.failure());
     let c = &report.counters;
-    assert!(
-        c.kicks >= 200,
-        "the spinning target is in KVM_RUN at every call"
-    );
+    // The target spins in the guest from before the first call (the boot
+    // code releases every vCPU together): that call finds it in KVM_RUN and
+    // must kick it. How many later calls do depends on the host scheduler
+    // (a kicked target may still be outside when the next call comes, and
+    // then takes the flush on its way in), so only the protocol is checked.
+    assert!(c.kicks >= 1, "the spinning target was never kicked");
+    assert!(c.flushes_taken >= 1, "the target never took its flush");
+    assert!(c.flushes_executed <= c.flushes_taken);
     assert_eq!(c.unresponsive, 0);
 }
 
