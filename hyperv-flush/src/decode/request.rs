@@ -1,12 +1,13 @@
 //! The typed flush request and the decoder that validates a call into it.
 
 use vm_memory::GuestMemory;
+use vm_memory::bitmap::{BS, BitmapSlice};
 
-use super::input::InputStream;
+use super::input::Input;
 use super::io::HypercallRegisters;
 use crate::abi::{
-    GvaRange, HV_GENERIC_SET_SPARSE_4K, HvCallCode, HvFlushFlags, HvStatus, HypercallControl,
-    MAX_SPARSE_BANKS,
+    GvaRange, HV_GENERIC_SET_SPARSE_4K, HvCallCode, HvFlushFlags, HvStatus, HvTlbFlushExHeader,
+    HvTlbFlushHeader, HypercallControl, MAX_SPARSE_BANKS,
 };
 
 /// A request of more entries than this is served as a full flush (Linux
@@ -119,6 +120,12 @@ pub enum ProcessorSet {
 }
 
 impl ProcessorSet {
+    /// The empty sparse set.
+    pub const EMPTY: Self = Self::Sparse {
+        valid_bank_mask: 0,
+        banks: [0; MAX_SPARSE_BANKS],
+    };
+
     /// The sparse set of `vps` (each below 4096; larger ones are ignored).
     pub fn from_vps(vps: &[u32]) -> Self {
         let mut banks = [0u64; MAX_SPARSE_BANKS];
@@ -207,6 +214,12 @@ pub enum GvaList {
 }
 
 impl GvaList {
+    /// No ranges: nothing to flush.
+    pub const NONE: Self = Self::Ranges {
+        ranges: [GvaRange { start: 0, pages: 0 }; MAX_QUEUED_RANGES],
+        len: 0,
+    };
+
     /// The valid ranges (empty for [`GvaList::All`]).
     pub fn ranges(&self) -> &[GvaRange] {
         match self {
@@ -241,7 +254,9 @@ pub struct FlushRequest {
 /// Decodes and validates one hypercall.
 ///
 /// `Err` carries the status for RAX. `Ok` requests are ready for routing.
-/// Never allocates and reads at most one page of guest memory.
+/// Never allocates; memory input is reached with one guest-memory access
+/// (a mapping of the declared input, clipped to the input page), from
+/// which only the parts the call uses are copied.
 pub fn decode<R, M>(regs: &mut R, mem: &M, offer: Offer) -> Result<FlushRequest, HvStatus>
 where
     R: HypercallRegisters + ?Sized,
@@ -273,98 +288,134 @@ where
     if !call.is_ex() && var_header != 0 {
         return Err(HvStatus::INVALID_HYPERCALL_INPUT);
     }
-
-    let mut input = if control.fast() {
+    if control.fast() {
         if !offer.xmm_input {
             // Only RDX/R8 exist; every flush call needs more.
             return Err(HvStatus::INVALID_HYPERCALL_INPUT);
         }
-        InputStream::fast(regs.input(), regs.output(), regs.xmm())
+        let input =
+            super::input::fast::<BS<'_, M::Bitmap>>(regs.input(), regs.output(), regs.xmm());
+        parse(call, control, &input)
     } else {
-        // hv_tlb_flush is 24 bytes; hv_tlb_flush_ex's fixed part is 32.
-        let fixed = if call.is_ex() { 32 } else { 24 };
-        let len = fixed + 8 * (var_header as u64) + 8 * u64::from(rep_count);
-        InputStream::memory(mem, regs.input(), len)?
-    };
+        // Declared input: fixed header (hv_tlb_flush 3 qwords, hv_tlb_flush_ex
+        // 4), variable header, rep list. At most 4 + 1023 + 4095 qwords.
+        let fixed = if call.is_ex() { 4 } else { 3 };
+        let declared = fixed + var_header + usize::from(rep_count);
+        let input = super::input::map_memory(mem, regs.input(), declared)?;
+        parse(call, control, &input)
+    }
+}
 
-    let mut header = [0u64; 3];
-    let processors;
-    let flags;
+/// Validates the input of a call whose control word passed, and builds
+/// the request (Linux arch/x86/kvm/hyperv.c `kvm_hv_flush_tlb` order:
+/// header, popcount, empty set, banks, entries).
+fn parse<B: BitmapSlice>(
+    call: FlushCall,
+    control: HypercallControl,
+    input: &Input<'_, B>,
+) -> Result<FlushRequest, HvStatus> {
+    let var_header = usize::from(control.variable_header_size());
+    let (rep_count, rep_start) = (control.rep_count(), control.rep_start());
+    let mut processors = ProcessorSet::All;
+    let (address_space, flags, gva_at);
     if call.is_ex() {
-        let mut ex = [0u64; 4];
-        input.read_into(&mut ex)?;
-        header = [ex[0], ex[1], 0];
-        let (format, valid_bank_mask) = (ex[2], ex[3]);
-        flags = HvFlushFlags::from(ex[1]);
-        if var_header != valid_bank_mask.count_ones() as usize {
+        let mut ex = HvTlbFlushExHeader::default();
+        input.fits(4)?;
+        input.read(0, &mut ex)?;
+        flags = HvFlushFlags::from(ex.flags);
+        address_space = ex.address_space;
+        // For every format, before anything else is looked at (KVM).
+        if var_header != ex.valid_bank_mask.count_ones() as usize {
             return Err(HvStatus::INVALID_HYPERCALL_INPUT);
         }
-        let mut banks = [0u64; MAX_SPARSE_BANKS];
-        let mut present = [0u64; MAX_SPARSE_BANKS];
-        // Banks are consumed even for "all" sets (KVM does the same).
-        input.read_into(&mut present[..var_header])?;
-        processors = if format != HV_GENERIC_SET_SPARSE_4K || flags.all_processors() {
-            ProcessorSet::All
-        } else {
-            for (bank, value) in SetBits(valid_bank_mask).zip(present) {
+        // The GVA list starts after the variable header whatever the
+        // format; banks of a set that is not used are skipped, never read.
+        gva_at = 4 + var_header;
+        if ex.format == HV_GENERIC_SET_SPARSE_4K && !flags.all_processors() {
+            if var_header == 0 {
+                // An empty sparse set: success at once, nothing read and
+                // nobody flushed (KVM `kvm_hv_flush_tlb`).
+                return Ok(FlushRequest {
+                    call,
+                    fast: control.fast(),
+                    address_space,
+                    flags,
+                    processors: ProcessorSet::EMPTY,
+                    gvas: if call.is_list() {
+                        GvaList::NONE
+                    } else {
+                        GvaList::All
+                    },
+                    rep_count,
+                    too_many_entries: false,
+                });
+            }
+            input.fits(gva_at)?;
+            let mut present = [0u64; MAX_SPARSE_BANKS];
+            input.read(4, &mut present[..var_header])?;
+            let mut banks = [0u64; MAX_SPARSE_BANKS];
+            for (bank, value) in SetBits(ex.valid_bank_mask).zip(present) {
                 banks[bank as usize] = value;
             }
-            ProcessorSet::Sparse {
-                valid_bank_mask,
+            processors = ProcessorSet::Sparse {
+                valid_bank_mask: ex.valid_bank_mask,
                 banks,
-            }
-        };
+            };
+        }
     } else {
-        input.read_into(&mut header)?;
-        flags = HvFlushFlags::from(header[1]);
-        let mask = header[2];
-        processors = if flags.all_processors() || mask == 0 {
-            ProcessorSet::All
-        } else {
+        let mut header = HvTlbFlushHeader::default();
+        input.fits(3)?;
+        input.read(0, &mut header)?;
+        flags = HvFlushFlags::from(header.flags);
+        address_space = header.address_space;
+        gva_at = 3;
+        if !flags.all_processors() && header.processor_mask != 0 {
             let mut banks = [0u64; MAX_SPARSE_BANKS];
-            banks[0] = mask;
-            ProcessorSet::Sparse {
+            banks[0] = header.processor_mask;
+            processors = ProcessorSet::Sparse {
                 valid_bank_mask: 1,
                 banks,
-            }
-        };
+            };
+        }
     }
 
-    let entries = usize::from(rep_count - rep_start.min(rep_count));
+    let entries = usize::from(rep_count - rep_start);
     let too_many_entries = call.is_list() && entries > MAX_QUEUED_RANGES;
-    let gvas = if !call.is_list() || too_many_entries {
-        if control.fast() && call.is_list() {
-            // The entries must still fit the registers.
-            input.skip(usize::from(rep_count))?;
-        }
+    let gvas = if !call.is_list() {
         GvaList::All
     } else {
-        input.skip(usize::from(rep_start))?;
-        let mut raw = [0u64; MAX_QUEUED_RANGES];
-        input.read_into(&mut raw[..entries])?;
-        let mut ranges = [GvaRange::default(); MAX_QUEUED_RANGES];
-        let mut len = 0;
-        for entry in &raw[..entries] {
-            let range = if flags.use_extended_range_format() {
-                GvaRange::from_extended(*entry)
-            } else {
-                GvaRange::from_simple(*entry)
-            };
-            if range.is_canonical() {
-                ranges[len] = range;
-                len += 1;
+        // The whole declared list must fit: in the page for memory input
+        // (TLFS), in the registers for fast input.
+        input.fits(gva_at + usize::from(rep_count))?;
+        if too_many_entries {
+            GvaList::All
+        } else {
+            let mut raw = [0u64; MAX_QUEUED_RANGES];
+            input.read(gva_at + usize::from(rep_start), &mut raw[..entries])?;
+            let mut ranges = [GvaRange::default(); MAX_QUEUED_RANGES];
+            let mut len = 0;
+            for entry in &raw[..entries] {
+                let range = if flags.use_extended_range_format() {
+                    GvaRange::from_extended(*entry)
+                } else {
+                    GvaRange::from_simple(*entry)
+                };
+                if range.is_canonical() {
+                    ranges[len] = range;
+                    len += 1;
+                }
             }
-        }
-        GvaList::Ranges {
-            ranges,
-            len: len as u8,
+            GvaList::Ranges {
+                ranges,
+                len: len as u8,
+            }
         }
     };
 
     Ok(FlushRequest {
         call,
         fast: control.fast(),
-        address_space: header[0],
+        address_space,
         flags,
         processors,
         gvas,
