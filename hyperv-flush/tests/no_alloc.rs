@@ -107,7 +107,7 @@ fn hot_path_does_not_allocate() {
             vp_id: v as u32,
             partition_assist_gpa: 0x3000,
         };
-        p.set_nested_context(v, Some(ctx)).expect("context");
+        p.load_nested_context(v, ctx).expect("context");
     }
     // Targets 1-4: a memory-input List call with 16 GVAs (the hot
     // path), 15 GVAs (queued ranges), fast calls, and an L2 call.

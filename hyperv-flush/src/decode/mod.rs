@@ -12,5 +12,5 @@ mod request;
 
 pub use io::HypercallRegisters;
 pub use request::{
-    FlushCall, FlushRequest, GvaList, MAX_QUEUED_RANGES, Offer, ProcessorSet, decode,
+    FlushCall, FlushRequest, GvaList, MAX_QUEUED_RANGES, Offer, ProcessorSet, decode, decode_into,
 };

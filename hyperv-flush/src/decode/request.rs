@@ -251,13 +251,45 @@ pub struct FlushRequest {
     pub too_many_entries: bool,
 }
 
+impl FlushRequest {
+    /// A placeholder to decode into ([`decode_into`]).
+    pub const UNSET: Self = Self {
+        call: FlushCall::Space,
+        fast: false,
+        address_space: 0,
+        flags: HvFlushFlags::new(),
+        processors: ProcessorSet::All,
+        gvas: GvaList::All,
+        rep_count: 0,
+        too_many_entries: false,
+    };
+}
+
 /// Decodes and validates one hypercall.
 ///
 /// `Err` carries the status for RAX. `Ok` requests are ready for routing.
 /// Never allocates; memory input is reached with one guest-memory access
 /// (a mapping of the declared input, clipped to the input page), from
-/// which only the parts the call uses are copied.
+/// which only the parts the call uses are copied. [`decode_into`] is the
+/// same without moving the ~800-byte request.
 pub fn decode<R, M>(regs: &mut R, mem: &M, offer: Offer) -> Result<FlushRequest, HvStatus>
+where
+    R: HypercallRegisters + ?Sized,
+    M: GuestMemory,
+{
+    let mut request = FlushRequest::UNSET;
+    decode_into(regs, mem, offer, &mut request).map(|()| request)
+}
+
+/// [`decode`] into `out`, which the request is built in (its previous
+/// contents do not matter; on `Err` they are unspecified).
+#[inline]
+pub fn decode_into<R, M>(
+    regs: &mut R,
+    mem: &M,
+    offer: Offer,
+    out: &mut FlushRequest,
+) -> Result<(), HvStatus>
 where
     R: HypercallRegisters + ?Sized,
     M: GuestMemory,
@@ -295,35 +327,45 @@ where
         }
         let input =
             super::input::fast::<BS<'_, M::Bitmap>>(regs.input(), regs.output(), regs.xmm());
-        parse(call, control, &input)
+        parse(call, control, &input, out)
     } else {
         // Declared input: fixed header (hv_tlb_flush 3 qwords, hv_tlb_flush_ex
         // 4), variable header, rep list. At most 4 + 1023 + 4095 qwords.
         let fixed = if call.is_ex() { 4 } else { 3 };
         let declared = fixed + var_header + usize::from(rep_count);
         let input = super::input::map_memory(mem, regs.input(), declared)?;
-        parse(call, control, &input)
+        parse(call, control, &input, out)
     }
 }
 
 /// Validates the input of a call whose control word passed, and builds
-/// the request (Linux arch/x86/kvm/hyperv.c `kvm_hv_flush_tlb` order:
-/// header, popcount, empty set, banks, entries).
+/// the request in `out` (Linux arch/x86/kvm/hyperv.c `kvm_hv_flush_tlb`
+/// order: header, popcount, empty set, banks, entries). The banks and
+/// ranges are written in place: building them on the stack and moving
+/// them in cost several 512-byte copies per call.
+// Inlined so the request is built in the caller's frame.
+#[inline(always)]
 fn parse<B: BitmapSlice>(
     call: FlushCall,
     control: HypercallControl,
     input: &Input<'_, B>,
-) -> Result<FlushRequest, HvStatus> {
+    out: &mut FlushRequest,
+) -> Result<(), HvStatus> {
     let var_header = usize::from(control.variable_header_size());
     let (rep_count, rep_start) = (control.rep_count(), control.rep_start());
-    let mut processors = ProcessorSet::All;
-    let (address_space, flags, gva_at);
+    out.call = call;
+    out.fast = control.fast();
+    out.rep_count = rep_count;
+    out.too_many_entries = false;
+    out.processors = ProcessorSet::All;
+    out.gvas = GvaList::All;
+    let gva_at;
     if call.is_ex() {
         let mut ex = HvTlbFlushExHeader::default();
         input.fits(4)?;
         input.read(0, &mut ex)?;
-        flags = HvFlushFlags::from(ex.flags);
-        address_space = ex.address_space;
+        out.flags = HvFlushFlags::from(ex.flags);
+        out.address_space = ex.address_space;
         // For every format, before anything else is looked at (KVM).
         if var_header != ex.valid_bank_mask.count_ones() as usize {
             return Err(HvStatus::INVALID_HYPERCALL_INPUT);
@@ -331,95 +373,78 @@ fn parse<B: BitmapSlice>(
         // The GVA list starts after the variable header whatever the
         // format; banks of a set that is not used are skipped, never read.
         gva_at = 4 + var_header;
-        if ex.format == HV_GENERIC_SET_SPARSE_4K && !flags.all_processors() {
+        if ex.format == HV_GENERIC_SET_SPARSE_4K && !out.flags.all_processors() {
             if var_header == 0 {
                 // An empty sparse set: success at once, nothing read and
                 // nobody flushed (KVM `kvm_hv_flush_tlb`).
-                return Ok(FlushRequest {
-                    call,
-                    fast: control.fast(),
-                    address_space,
-                    flags,
-                    processors: ProcessorSet::EMPTY,
-                    gvas: if call.is_list() {
-                        GvaList::NONE
-                    } else {
-                        GvaList::All
-                    },
-                    rep_count,
-                    too_many_entries: false,
-                });
+                out.processors = ProcessorSet::EMPTY;
+                if call.is_list() {
+                    out.gvas = GvaList::NONE;
+                }
+                return Ok(());
             }
             input.fits(gva_at)?;
             let mut present = [0u64; MAX_SPARSE_BANKS];
             input.read(4, &mut present[..var_header])?;
-            let mut banks = [0u64; MAX_SPARSE_BANKS];
-            for (bank, value) in SetBits(ex.valid_bank_mask).zip(present) {
-                banks[bank as usize] = value;
-            }
-            processors = ProcessorSet::Sparse {
-                valid_bank_mask: ex.valid_bank_mask,
+            out.processors = ProcessorSet::EMPTY;
+            if let ProcessorSet::Sparse {
+                valid_bank_mask,
                 banks,
-            };
+            } = &mut out.processors
+            {
+                *valid_bank_mask = ex.valid_bank_mask;
+                for (bank, value) in SetBits(ex.valid_bank_mask).zip(present) {
+                    banks[bank as usize] = value;
+                }
+            }
         }
     } else {
         let mut header = HvTlbFlushHeader::default();
         input.fits(3)?;
         input.read(0, &mut header)?;
-        flags = HvFlushFlags::from(header.flags);
-        address_space = header.address_space;
+        out.flags = HvFlushFlags::from(header.flags);
+        out.address_space = header.address_space;
         gva_at = 3;
-        if !flags.all_processors() && header.processor_mask != 0 {
-            let mut banks = [0u64; MAX_SPARSE_BANKS];
-            banks[0] = header.processor_mask;
-            processors = ProcessorSet::Sparse {
-                valid_bank_mask: 1,
+        if !out.flags.all_processors() && header.processor_mask != 0 {
+            out.processors = ProcessorSet::EMPTY;
+            if let ProcessorSet::Sparse {
+                valid_bank_mask,
                 banks,
-            };
+            } = &mut out.processors
+            {
+                *valid_bank_mask = 1;
+                banks[0] = header.processor_mask;
+            }
         }
     }
 
+    if !call.is_list() {
+        return Ok(());
+    }
+    // The whole declared list must fit: in the page for memory input
+    // (TLFS), in the registers for fast input.
+    input.fits(gva_at + usize::from(rep_count))?;
     let entries = usize::from(rep_count - rep_start);
-    let too_many_entries = call.is_list() && entries > MAX_QUEUED_RANGES;
-    let gvas = if !call.is_list() {
-        GvaList::All
-    } else {
-        // The whole declared list must fit: in the page for memory input
-        // (TLFS), in the registers for fast input.
-        input.fits(gva_at + usize::from(rep_count))?;
-        if too_many_entries {
-            GvaList::All
-        } else {
-            let mut raw = [0u64; MAX_QUEUED_RANGES];
-            input.read(gva_at + usize::from(rep_start), &mut raw[..entries])?;
-            let mut ranges = [GvaRange::default(); MAX_QUEUED_RANGES];
-            let mut len = 0;
-            for entry in &raw[..entries] {
-                let range = if flags.use_extended_range_format() {
-                    GvaRange::from_extended(*entry)
-                } else {
-                    GvaRange::from_simple(*entry)
-                };
-                if range.is_canonical() {
-                    ranges[len] = range;
-                    len += 1;
-                }
-            }
-            GvaList::Ranges {
-                ranges,
-                len: len as u8,
+    if entries > MAX_QUEUED_RANGES {
+        out.too_many_entries = true;
+        return Ok(());
+    }
+    let mut raw = [0u64; MAX_QUEUED_RANGES];
+    input.read(gva_at + usize::from(rep_start), &mut raw[..entries])?;
+    let extended = out.flags.use_extended_range_format();
+    out.gvas = GvaList::NONE;
+    if let GvaList::Ranges { ranges, len } = &mut out.gvas {
+        for entry in &raw[..entries] {
+            let range = if extended {
+                GvaRange::from_extended(*entry)
+            } else {
+                GvaRange::from_simple(*entry)
+            };
+            if range.is_canonical() {
+                ranges[usize::from(*len)] = range;
+                *len += 1;
             }
         }
-    };
-
-    Ok(FlushRequest {
-        call,
-        fast: control.fast(),
-        address_space,
-        flags,
-        processors,
-        gvas,
-        rep_count,
-        too_many_entries,
-    })
+    }
+    Ok(())
 }

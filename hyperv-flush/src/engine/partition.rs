@@ -189,8 +189,37 @@ impl Partition {
         }
     }
 
-    /// Records the nested context `vcpu` now runs (`None` when it runs L1).
-    pub fn set_nested_context(
+    /// `vcpu` enters L2 with `context`: the vm_id, vp_id and partition
+    /// assist page L1 set in the enlightened VMCS (Intel) or VMCB (AMD) it
+    /// launches or resumes. Call it at **every** L2 entry, before the
+    /// entry's [`Self::before_entry`]; it replaces the vCPU's previous
+    /// context.
+    ///
+    /// The context stays loaded while the vCPU runs L1 again (an L2 exit
+    /// changes nothing here): an L2 flush for its VP meanwhile is queued on
+    /// its L2 queue and taken at its next entry. Only
+    /// [`Self::release_nested_context`] drops it. This is KVM's lifetime:
+    /// `copy_enlightened_to_vmcs12` (vmx/nested.c) and
+    /// `nested_svm_hv_update_vm_vp_ids` (svm/nested.c) set the nested
+    /// vm_id/vp_id at L2 entry; `nested_release_evmcs` clears them.
+    pub fn load_nested_context(
+        &self,
+        vcpu: usize,
+        context: NestedContext,
+    ) -> Result<(), EngineError> {
+        self.store_nested_context(vcpu, Some(context))
+    }
+
+    /// L1 released the enlightened VMCS (or VMCB) `vcpu` ran L2 with: a
+    /// VMPTRLD of another VMCS, VMCLEAR of it, VMXOFF, the vCPU's INIT or
+    /// RESET, or freed nested state. From now on no L2 flush targets the
+    /// vCPU until its next [`Self::load_nested_context`]. Flushes already
+    /// queued for it stay queued (over-flushing is allowed).
+    pub fn release_nested_context(&self, vcpu: usize) -> Result<(), EngineError> {
+        self.store_nested_context(vcpu, None)
+    }
+
+    fn store_nested_context(
         &self,
         vcpu: usize,
         context: Option<NestedContext>,
@@ -209,8 +238,9 @@ impl Partition {
         Ok(())
     }
 
-    /// The nested context of `vcpu`.
-    pub fn nested_context(&self, vcpu: usize) -> Option<NestedContext> {
+    /// The nested context loaded on `vcpu` (whether it runs L2 or L1 right
+    /// now), `None` before its first L2 entry or after a release.
+    pub fn loaded_nested_context(&self, vcpu: usize) -> Option<NestedContext> {
         self.slots.get(vcpu).and_then(|s| *lock(&s.nested))
     }
 
@@ -253,20 +283,18 @@ impl Partition {
         let served = if level == Level::L2 && path.is_some() && !self.l2_offered() {
             Err(HvStatus::ACCESS_DENIED)
         } else {
-            // Matched by reference: moving the ~800-byte request out of the
-            // `Result` was a memcpy per call.
-            match &crate::decode::decode(regs, mem, self.offer()) {
-                Ok(request) => {
-                    self.flush_routed(caller, level, request, kicker)
-                        .and_then(|l2_context| {
-                            if let Some(ctx) = l2_context {
-                                tlb_lock_count = tlb_lock_count_of(&ctx, mem)?;
-                            }
-                            Ok(request.rep_count)
-                        })
-                }
-                Err(status) => Err(*status),
-            }
+            // Built in place: moving the ~800-byte request was a memcpy
+            // per call.
+            let mut request = FlushRequest::UNSET;
+            crate::decode::decode_into(regs, mem, self.offer(), &mut request).and_then(|()| {
+                self.flush_routed(caller, level, &request, kicker)
+                    .and_then(|l2_context| {
+                        if let Some(ctx) = l2_context {
+                            tlb_lock_count = tlb_lock_count_of(&ctx, mem)?;
+                        }
+                        Ok(request.rep_count)
+                    })
+            })
         };
         let (status, reps) = match served {
             Ok(reps) => (HvStatus::SUCCESS, reps),
@@ -304,8 +332,9 @@ impl Partition {
     /// The vCPUs a request from `caller` at `level` targets.
     ///
     /// L1: VP indices through the VP map (unknown VPs are ignored, like
-    /// KVM). L2: vCPUs whose nested context has the caller's vm_id and a
-    /// vp_id in the set, through the index (O(targets)).
+    /// KVM). L2: vCPUs whose loaded nested context has the caller's vm_id
+    /// and a vp_id in the set, whether they run L2 or L1 right now, through
+    /// the index (O(targets)).
     pub fn route(
         &self,
         caller: usize,
