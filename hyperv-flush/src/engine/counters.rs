@@ -193,6 +193,19 @@ fn percentile(acc: &[u64; BUCKETS], p: f64) -> Option<u64> {
     None
 }
 
+/// Why a hypercall instruction was not served as a Hyper-V hypercall.
+/// Backends that gate calls before the engine report it with
+/// `Partition::hypercall_refused`, so refused calls are counted too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// #UD injected: the caller is not at CPL 0 or not in 64-bit mode
+    /// (KVM `kvm_hv_hypercall`).
+    InvalidOpcode,
+    /// GUEST_OS_ID is 0: the Hyper-V interface is off, the instruction
+    /// was KVM's own hypercall (`-KVM_ENOSYS`).
+    NoGuestOsId,
+}
+
 /// Counters of one vCPU.
 #[derive(Default)]
 pub(crate) struct VcpuCounters {
@@ -207,6 +220,7 @@ pub(crate) struct VcpuCounters {
     pub(crate) preempted_flushes: AtomicU64,
     pub(crate) unresponsive: AtomicU64,
     pub(crate) synthetic_exits: AtomicU64,
+    pub(crate) refused: [AtomicU64; 2],
     pub(crate) latency: LatencyHistogram,
 }
 
@@ -256,6 +270,11 @@ pub struct CountersSnapshot {
     pub unresponsive: u64,
     /// Synthetic VM exits requested after L2 flushes.
     pub synthetic_exits: u64,
+    /// Hypercalls answered with #UD (CPL > 0, or not in 64-bit mode).
+    pub invalid_opcode_injections: u64,
+    /// Hypercall instructions while GUEST_OS_ID was 0: not Hyper-V calls,
+    /// completed with `-KVM_ENOSYS` and never flushed.
+    pub calls_without_guest_os_id: u64,
     /// Hypercall handling latency, p50 (ns), if any call was made.
     pub latency_p50_ns: Option<u64>,
     /// Hypercall handling latency, p99 (ns).
@@ -306,6 +325,8 @@ impl CountersSnapshot {
             s.preempted_flushes += c.preempted_flushes.load(Relaxed);
             s.unresponsive += c.unresponsive.load(Relaxed);
             s.synthetic_exits += c.synthetic_exits.load(Relaxed);
+            s.invalid_opcode_injections += c.refused[Refusal::InvalidOpcode as usize].load(Relaxed);
+            s.calls_without_guest_os_id += c.refused[Refusal::NoGuestOsId as usize].load(Relaxed);
             c.latency.add_into(&mut lat);
         }
         // One queue entry per target: the same count, kept once on the hot

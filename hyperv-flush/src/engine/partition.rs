@@ -8,7 +8,7 @@ use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::completion::{VcpuKicker, WaitClock, WaitPolicy, needs_kick, still_in_guest};
-use super::counters::{CountersSnapshot, FlushPath, InputKind, Level, VcpuCounters};
+use super::counters::{CountersSnapshot, FlushPath, InputKind, Level, Refusal, VcpuCounters};
 use super::l2_index::L2Index;
 use super::observer::{FlushObserver, NoopObserver};
 use super::queue::{Enqueued, QueuedFlush};
@@ -318,6 +318,15 @@ impl Partition {
             status,
             synthetic_vmexit,
         })
+    }
+
+    /// A backend did not serve a hypercall instruction of `caller` (it
+    /// injected #UD, or GUEST_OS_ID was 0): counted, allocation-free, and
+    /// nothing is flushed.
+    pub fn hypercall_refused(&self, caller: usize, why: Refusal) -> Result<(), EngineError> {
+        let counters = &self.slot(caller)?.counters;
+        VcpuCounters::bump(&counters.refused[why as usize], 1);
+        Ok(())
     }
 
     fn note_path_use(&self, caller: usize, path: FlushPath) {

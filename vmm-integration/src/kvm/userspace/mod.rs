@@ -10,6 +10,7 @@
 //!   [`KvmVcpuFlush::handle_rdmsr`], [`KvmVcpuFlush::handle_wrmsr`]), which
 //!   say whether the exit was theirs.
 
+mod gate;
 mod kicker;
 mod msrs;
 mod regs;
@@ -19,11 +20,13 @@ mod vm_setup;
 use std::sync::Arc;
 
 use hyperv_flush::abi::HvStatus;
-use hyperv_flush::engine::{EngineError, Level, Partition};
+use hyperv_flush::engine::{EngineError, Level, Partition, Refusal};
 use kvm_ioctls::{ReadMsrExit, SyncReg, VcpuFd, VmFd, WriteMsrExit};
 use thiserror::Error;
 use vm_memory::GuestAddressSpace;
+use vm_memory::{Bytes, GuestAddress};
 
+pub use gate::{CallerMode, HypercallGate, KVM_ENOSYS, KVM_EPERM, RAX_KVM_ENOSYS, hypercall_gate};
 pub use kicker::{
     KickError, KickRegistration, KvmKicker, VcpuKickers, install_kick_signal_handler,
 };
@@ -134,6 +137,8 @@ impl<A: GuestAddressSpace> KvmUserspaceFlush<A> {
         let record = StealTimeRecord::register(vcpu, &*self.mem.memory(), steal_time_gpa)
             .map_err(|e| UserspaceError::Executor(index, e))?;
         vcpu.set_sync_valid_reg(SyncReg::Register);
+        // CPL and mode of a hypercall's caller (the gates of `gate.rs`).
+        vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
         let kick = self
             .kicker
             .kickers()
@@ -222,27 +227,98 @@ impl<A: GuestAddressSpace> KvmVcpuFlush<A> {
     }
 
     /// A `KVM_EXIT_IO` out: serves the hypercall if `port` is the stub's.
+    ///
+    /// KVM's gates come first (`gate.rs`): while GUEST_OS_ID is 0 the
+    /// call is KVM's own hypercall (RAX = `-KVM_ENOSYS`, nothing flushed);
+    /// from CPL > 0 or outside 64-bit mode it gets #UD with RAX unchanged
+    /// and RIP back at the `out`. CPL and mode come from the system
+    /// registers synced with the exit (no ioctl); only the #UD path makes
+    /// ioctls.
     pub fn handle_io_out(&mut self, vcpu: &mut VcpuFd, port: u16, data: &[u8]) -> ExitHandled {
         if port != self.shared.port || data.len() != 1 {
             return ExitHandled::NotMine;
         }
         let shared = &self.shared;
-        let result = match KvmHypercallRegs::read(vcpu) {
-            Ok(mut regs) => shared
-                .partition
-                .handle_hypercall(
-                    self.index,
-                    Level::L1,
-                    &mut regs,
-                    &*shared.mem.memory(),
-                    &shared.kicker,
-                )
-                .map_or(HvStatus::INVALID_PARAMETER.to_result(0), |o| o.result),
-            Err(_) => HvStatus::INVALID_HYPERCALL_INPUT.to_result(0),
+        let synced = vcpu.sync_regs();
+        let mode = CallerMode::from_sregs(&synced.sregs, synced.regs.rflags);
+        let result = match hypercall_gate(mode, shared.msrs.guest_os_id()) {
+            HypercallGate::Serve => match KvmHypercallRegs::read(vcpu) {
+                Ok(mut regs) => shared
+                    .partition
+                    .handle_hypercall(
+                        self.index,
+                        Level::L1,
+                        &mut regs,
+                        &*shared.mem.memory(),
+                        &shared.kicker,
+                    )
+                    .map_or(HvStatus::INVALID_PARAMETER.to_result(0), |o| o.result),
+                Err(_) => HvStatus::INVALID_HYPERCALL_INPUT.to_result(0),
+            },
+            HypercallGate::NotHyperV { rax } => {
+                // The index was validated in `setup_vcpu`.
+                let _ = shared
+                    .partition
+                    .hypercall_refused(self.index, Refusal::NoGuestOsId);
+                rax
+            }
+            HypercallGate::InvalidOpcode => {
+                let _ = shared
+                    .partition
+                    .hypercall_refused(self.index, Refusal::InvalidOpcode);
+                match self.inject_invalid_opcode(vcpu, port) {
+                    Ok(()) => return ExitHandled::Handled,
+                    // Could not inject: fail the call rather than serve it.
+                    Err(_) => HvStatus::ACCESS_DENIED.to_result(0),
+                }
+            }
         };
         vcpu.sync_regs_mut().regs.rax = result;
         vcpu.set_sync_dirty_reg(SyncReg::Register);
         ExitHandled::Handled
+    }
+
+    /// #UD at the `out` of a refused hypercall, RAX unchanged.
+    ///
+    /// Where the exit reports RIP past the 2-byte `out imm8` (KVM's
+    /// instruction emulator, which these hosts run guest code in), RIP is
+    /// moved back onto it, so the fault points at the calling instruction
+    /// as KVM's #UD for VMCALL does (`kvm_hv_hypercall` queues the
+    /// exception without skipping the instruction). The bytes before RIP
+    /// tell: `E6 <port>` there means RIP was advanced. Otherwise RIP is
+    /// left as it is (hardware VMX/SVM exits report RIP at the `out` and
+    /// advance it at re-entry, `complete_fast_pio_out`, unless it changed:
+    /// there the fault points just past the `out`). Registers are written
+    /// with `KVM_SET_REGS` before `KVM_SET_VCPU_EVENTS`, because setting
+    /// registers drops a queued exception.
+    fn inject_invalid_opcode(&self, vcpu: &mut VcpuFd, port: u16) -> Result<(), kvm_ioctls::Error> {
+        const OUT_IMM8_AL: u8 = 0xe6;
+        const UD_VECTOR: u8 = 6;
+        let mut regs = vcpu.sync_regs().regs;
+        let before = regs.rip.wrapping_sub(2);
+        let advanced = vcpu.translate_gva(before).is_ok_and(|t| {
+            let mut code = [0u8; 2];
+            t.valid != 0
+                && (t.physical_address & 0xfff) <= 0xffe
+                && self
+                    .shared
+                    .mem
+                    .memory()
+                    .read_slice(&mut code, GuestAddress(t.physical_address))
+                    .is_ok()
+                && code == [OUT_IMM8_AL, port as u8]
+        });
+        if advanced {
+            regs.rip = before;
+            vcpu.set_regs(&regs)?;
+        }
+        let mut events = vcpu.get_vcpu_events()?;
+        events.exception.injected = 1;
+        events.exception.nr = UD_VECTOR;
+        events.exception.has_error_code = 0;
+        events.exception.error_code = 0;
+        events.exception.pending = 0;
+        vcpu.set_vcpu_events(&events)
     }
 
     /// A `KVM_EXIT_X86_RDMSR`.
