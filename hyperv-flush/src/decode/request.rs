@@ -106,9 +106,9 @@ impl Default for Offer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 // Inline on purpose: requests live on the stack, the hot path never allocates.
 #[allow(clippy::large_enum_variant)]
+// `Sparse` comes first: its all-zero value is the empty set, which the
+// decoder starts from (`FlushRequest::UNSET`) and fills in place.
 pub enum ProcessorSet {
-    /// Every VP (flag, non-Ex mask 0, or Ex format ≠ SPARSE_4K).
-    All,
     /// A sparse set: bank `i` present when bit `i` of `valid_bank_mask`
     /// is set; `banks[i]` holds VPs `64*i ..= 64*i+63`. Absent banks are 0.
     Sparse {
@@ -117,6 +117,8 @@ pub enum ProcessorSet {
         /// Bank contents indexed by bank number.
         banks: [u64; MAX_SPARSE_BANKS],
     },
+    /// Every VP (flag, non-Ex mask 0, or Ex format ≠ SPARSE_4K).
+    All,
 }
 
 impl ProcessorSet {
@@ -201,9 +203,8 @@ impl Iterator for SetBits {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 // Inline on purpose: requests live on the stack, the hot path never allocates.
 #[allow(clippy::large_enum_variant)]
+// `Ranges` comes first, like `ProcessorSet::Sparse`.
 pub enum GvaList {
-    /// Flush the whole address space (Space calls, or too many entries).
-    All,
     /// Canonical ranges to flush (`len` valid entries).
     Ranges {
         /// Normalised ranges.
@@ -211,6 +212,8 @@ pub enum GvaList {
         /// Valid entries in `ranges`.
         len: u8,
     },
+    /// Flush the whole address space (Space calls, or too many entries).
+    All,
 }
 
 impl GvaList {
@@ -252,14 +255,15 @@ pub struct FlushRequest {
 }
 
 impl FlushRequest {
-    /// A placeholder to decode into ([`decode_into`]).
-    pub const UNSET: Self = Self {
+    /// What [`decode_into`] starts from: all zero, with an empty sparse
+    /// set and no ranges, which the decoder fills in place.
+    pub(crate) const UNSET: Self = Self {
         call: FlushCall::Space,
         fast: false,
         address_space: 0,
         flags: HvFlushFlags::new(),
-        processors: ProcessorSet::All,
-        gvas: GvaList::All,
+        processors: ProcessorSet::EMPTY,
+        gvas: GvaList::NONE,
         rep_count: 0,
         too_many_entries: false,
     };
@@ -281,10 +285,12 @@ where
     decode_into(regs, mem, offer, &mut request).map(|()| request)
 }
 
-/// [`decode`] into `out`, which the request is built in (its previous
-/// contents do not matter; on `Err` they are unspecified).
+/// [`decode`] into `out`, which must be [`FlushRequest::UNSET`]: the
+/// request is built in place, writing only what the call sets (on `Err`
+/// `out` is unspecified). Building it on the stack and moving it cost
+/// several 512-byte copies per call.
 #[inline]
-pub fn decode_into<R, M>(
+pub(crate) fn decode_into<R, M>(
     regs: &mut R,
     mem: &M,
     offer: Offer,
@@ -353,12 +359,10 @@ fn parse<B: BitmapSlice>(
 ) -> Result<(), HvStatus> {
     let var_header = usize::from(control.variable_header_size());
     let (rep_count, rep_start) = (control.rep_count(), control.rep_start());
+    // `out` is UNSET: an empty sparse set, no ranges.
     out.call = call;
     out.fast = control.fast();
     out.rep_count = rep_count;
-    out.too_many_entries = false;
-    out.processors = ProcessorSet::All;
-    out.gvas = GvaList::All;
     let gva_at;
     if call.is_ex() {
         let mut ex = HvTlbFlushExHeader::default();
@@ -377,16 +381,14 @@ fn parse<B: BitmapSlice>(
             if var_header == 0 {
                 // An empty sparse set: success at once, nothing read and
                 // nobody flushed (KVM `kvm_hv_flush_tlb`).
-                out.processors = ProcessorSet::EMPTY;
-                if call.is_list() {
-                    out.gvas = GvaList::NONE;
+                if !call.is_list() {
+                    out.gvas = GvaList::All;
                 }
                 return Ok(());
             }
             input.fits(gva_at)?;
             let mut present = [0u64; MAX_SPARSE_BANKS];
             input.read(4, &mut present[..var_header])?;
-            out.processors = ProcessorSet::EMPTY;
             if let ProcessorSet::Sparse {
                 valid_bank_mask,
                 banks,
@@ -397,6 +399,8 @@ fn parse<B: BitmapSlice>(
                     banks[bank as usize] = value;
                 }
             }
+        } else {
+            out.processors = ProcessorSet::All;
         }
     } else {
         let mut header = HvTlbFlushHeader::default();
@@ -405,20 +409,20 @@ fn parse<B: BitmapSlice>(
         out.flags = HvFlushFlags::from(header.flags);
         out.address_space = header.address_space;
         gva_at = 3;
-        if !out.flags.all_processors() && header.processor_mask != 0 {
-            out.processors = ProcessorSet::EMPTY;
-            if let ProcessorSet::Sparse {
-                valid_bank_mask,
-                banks,
-            } = &mut out.processors
-            {
-                *valid_bank_mask = 1;
-                banks[0] = header.processor_mask;
-            }
+        if out.flags.all_processors() || header.processor_mask == 0 {
+            out.processors = ProcessorSet::All;
+        } else if let ProcessorSet::Sparse {
+            valid_bank_mask,
+            banks,
+        } = &mut out.processors
+        {
+            *valid_bank_mask = 1;
+            banks[0] = header.processor_mask;
         }
     }
 
     if !call.is_list() {
+        out.gvas = GvaList::All;
         return Ok(());
     }
     // The whole declared list must fit: in the page for memory input
@@ -427,12 +431,12 @@ fn parse<B: BitmapSlice>(
     let entries = usize::from(rep_count - rep_start);
     if entries > MAX_QUEUED_RANGES {
         out.too_many_entries = true;
+        out.gvas = GvaList::All;
         return Ok(());
     }
     let mut raw = [0u64; MAX_QUEUED_RANGES];
     input.read(gva_at + usize::from(rep_start), &mut raw[..entries])?;
     let extended = out.flags.use_extended_range_format();
-    out.gvas = GvaList::NONE;
     if let GvaList::Ranges { ranges, len } = &mut out.gvas {
         for entry in &raw[..entries] {
             let range = if extended {
