@@ -13,6 +13,8 @@
 //!   64-bit one (issue 9; documented in docs/conformance.md, R35).
 
 use kvm_bindings::kvm_sregs;
+use kvm_ioctls::VcpuFd;
+use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 /// `KVM_ENOSYS` (include/uapi/linux/kvm_para.h).
 pub const KVM_ENOSYS: u64 = 1000;
@@ -83,6 +85,52 @@ pub fn hypercall_gate(mode: CallerMode, guest_os_id: u64) -> HypercallGate {
     } else {
         HypercallGate::Serve
     }
+}
+
+/// Injects #UD for a refused hypercall made with `out <port>, al`, RAX
+/// unchanged, on the vCPU's thread during the exit.
+///
+/// Where the exit reports RIP past the 2-byte `out imm8` (KVM's
+/// instruction emulator, which this project's CI hosts run guest code in,
+/// FINDINGS §1), RIP is moved back onto it, so the fault points at the
+/// calling instruction as KVM's #UD for VMCALL does (`kvm_hv_hypercall`
+/// queues the exception without skipping the instruction). The two bytes
+/// before RIP tell: `E6 <port>` there (read through `KVM_TRANSLATE`) means
+/// RIP was advanced. Otherwise RIP is left as it is: hardware VMX/SVM exits
+/// report RIP at the `out` and advance it at re-entry unless userspace
+/// changed it (`complete_fast_pio_out`), so there the fault points just
+/// past the `out`. Registers are written with `KVM_SET_REGS` before
+/// `KVM_SET_VCPU_EVENTS` because setting registers drops a queued
+/// exception; the caller must not mark the synced registers dirty.
+pub fn inject_invalid_opcode<M: GuestMemory + ?Sized>(
+    vcpu: &VcpuFd,
+    mem: &M,
+    port: u16,
+) -> Result<(), kvm_ioctls::Error> {
+    const OUT_IMM8_AL: u8 = 0xe6;
+    const UD_VECTOR: u8 = 6;
+    let mut regs = vcpu.get_regs()?;
+    let before = regs.rip.wrapping_sub(2);
+    let advanced = vcpu.translate_gva(before).is_ok_and(|t| {
+        let mut code = [0u8; 2];
+        t.valid != 0
+            && t.physical_address & 0xfff <= 0xffe
+            && mem
+                .read_slice(&mut code, GuestAddress(t.physical_address))
+                .is_ok()
+            && code == [OUT_IMM8_AL, port as u8]
+    });
+    if advanced {
+        regs.rip = before;
+        vcpu.set_regs(&regs)?;
+    }
+    let mut events = vcpu.get_vcpu_events()?;
+    events.exception.injected = 1;
+    events.exception.nr = UD_VECTOR;
+    events.exception.has_error_code = 0;
+    events.exception.error_code = 0;
+    events.exception.pending = 0;
+    vcpu.set_vcpu_events(&events)
 }
 
 #[cfg(test)]

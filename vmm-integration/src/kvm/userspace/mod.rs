@@ -24,9 +24,11 @@ use hyperv_flush::engine::{EngineError, Level, Partition, Refusal};
 use kvm_ioctls::{ReadMsrExit, SyncReg, VcpuFd, VmFd, WriteMsrExit};
 use thiserror::Error;
 use vm_memory::GuestAddressSpace;
-use vm_memory::{Bytes, GuestAddress};
 
-pub use gate::{CallerMode, HypercallGate, KVM_ENOSYS, KVM_EPERM, RAX_KVM_ENOSYS, hypercall_gate};
+pub use gate::{
+    CallerMode, HypercallGate, KVM_ENOSYS, KVM_EPERM, RAX_KVM_ENOSYS, hypercall_gate,
+    inject_invalid_opcode,
+};
 pub use kicker::{
     KickError, KickRegistration, KvmKicker, VcpuKickers, install_kick_signal_handler,
 };
@@ -266,7 +268,8 @@ impl<A: GuestAddressSpace> KvmVcpuFlush<A> {
                 let _ = shared
                     .partition
                     .hypercall_refused(self.index, Refusal::InvalidOpcode);
-                match self.inject_invalid_opcode(vcpu, port) {
+                let mem = shared.mem.memory();
+                match inject_invalid_opcode(vcpu, &*mem, port) {
                     Ok(()) => return ExitHandled::Handled,
                     // Could not inject: fail the call rather than serve it.
                     Err(_) => HvStatus::ACCESS_DENIED.to_result(0),
@@ -276,49 +279,6 @@ impl<A: GuestAddressSpace> KvmVcpuFlush<A> {
         vcpu.sync_regs_mut().regs.rax = result;
         vcpu.set_sync_dirty_reg(SyncReg::Register);
         ExitHandled::Handled
-    }
-
-    /// #UD at the `out` of a refused hypercall, RAX unchanged.
-    ///
-    /// Where the exit reports RIP past the 2-byte `out imm8` (KVM's
-    /// instruction emulator, which these hosts run guest code in), RIP is
-    /// moved back onto it, so the fault points at the calling instruction
-    /// as KVM's #UD for VMCALL does (`kvm_hv_hypercall` queues the
-    /// exception without skipping the instruction). The bytes before RIP
-    /// tell: `E6 <port>` there means RIP was advanced. Otherwise RIP is
-    /// left as it is (hardware VMX/SVM exits report RIP at the `out` and
-    /// advance it at re-entry, `complete_fast_pio_out`, unless it changed:
-    /// there the fault points just past the `out`). Registers are written
-    /// with `KVM_SET_REGS` before `KVM_SET_VCPU_EVENTS`, because setting
-    /// registers drops a queued exception.
-    fn inject_invalid_opcode(&self, vcpu: &mut VcpuFd, port: u16) -> Result<(), kvm_ioctls::Error> {
-        const OUT_IMM8_AL: u8 = 0xe6;
-        const UD_VECTOR: u8 = 6;
-        let mut regs = vcpu.sync_regs().regs;
-        let before = regs.rip.wrapping_sub(2);
-        let advanced = vcpu.translate_gva(before).is_ok_and(|t| {
-            let mut code = [0u8; 2];
-            t.valid != 0
-                && (t.physical_address & 0xfff) <= 0xffe
-                && self
-                    .shared
-                    .mem
-                    .memory()
-                    .read_slice(&mut code, GuestAddress(t.physical_address))
-                    .is_ok()
-                && code == [OUT_IMM8_AL, port as u8]
-        });
-        if advanced {
-            regs.rip = before;
-            vcpu.set_regs(&regs)?;
-        }
-        let mut events = vcpu.get_vcpu_events()?;
-        events.exception.injected = 1;
-        events.exception.nr = UD_VECTOR;
-        events.exception.has_error_code = 0;
-        events.exception.error_code = 0;
-        events.exception.pending = 0;
-        vcpu.set_vcpu_events(&events)
     }
 
     /// A `KVM_EXIT_X86_RDMSR`.
