@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use common::{Call, INPUT_GPA, Mem, Regs, VpSet, memory};
 use hyperv_flush::abi::HvStatus;
 use hyperv_flush::decode::FlushCall;
-use hyperv_flush::engine::{Level, NestedContext, Partition, PartitionConfig, VcpuKicker};
+use hyperv_flush::engine::{Level, NestedContext, Partition, PartitionConfig, Refusal, VcpuKicker};
 use vm_memory::{Bytes, GuestAddress};
 
 /// Counts allocations made by threads that switched counting on.
@@ -177,6 +177,25 @@ fn hot_path_does_not_allocate() {
             assert_eq!(n, 0);
         }
     }
+    // Calls a backend refuses before decoding (#UD, GUEST_OS_ID 0) are
+    // counted without allocating.
+    let before = p.counters();
+    let n = allocations_in(|| {
+        p.hypercall_refused(0, Refusal::InvalidOpcode)
+            .expect("vCPU");
+        p.hypercall_refused(0, Refusal::NoGuestOsId).expect("vCPU");
+    });
+    assert_eq!(n, 0);
+    let after = p.counters();
+    assert_eq!(
+        after.invalid_opcode_injections,
+        before.invalid_opcode_injections + 1
+    );
+    assert_eq!(
+        after.calls_without_guest_os_id,
+        before.calls_without_guest_os_id + 1
+    );
+    assert_eq!(after.targets, before.targets, "refused calls flush nobody");
     // The counting itself works (so the zeros above mean something).
     assert!(allocations_in(|| drop(std::hint::black_box(vec![1u8; 64]))) > 0);
     assert!(p.counters().kicks > 0);
