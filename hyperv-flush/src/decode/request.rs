@@ -387,16 +387,17 @@ fn parse<B: BitmapSlice>(
                 return Ok(());
             }
             input.fits(gva_at)?;
-            let mut present = [0u64; MAX_SPARSE_BANKS];
-            input.read(4, &mut present[..var_header])?;
             if let ProcessorSet::Sparse {
                 valid_bank_mask,
                 banks,
             } = &mut out.processors
             {
                 *valid_bank_mask = ex.valid_bank_mask;
-                for (bank, value) in SetBits(ex.valid_bank_mask).zip(present) {
-                    banks[bank as usize] = value;
+                // Present banks come in ascending bank order; each is read
+                // straight into its slot (no staging copy).
+                for (i, bank) in SetBits(ex.valid_bank_mask).enumerate() {
+                    let bank = bank as usize;
+                    input.read(4 + i, &mut banks[bank..bank + 1])?;
                 }
             }
         } else {

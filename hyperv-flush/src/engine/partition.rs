@@ -157,6 +157,7 @@ impl Partition {
     }
 
     /// The current offer.
+    #[inline]
     pub fn offer(&self) -> Offer {
         let bits = self.offer.load(Relaxed);
         Offer {
