@@ -108,6 +108,8 @@
 .equ PV_SAVED_SS, 0x10C0        # u64 SS of the workload, restored after ring 3
 .equ PV_RING3_RAN, 0x10C8       # u64 set by ring-3 code after a call that returned
 .equ PV_RING3_GP, 0x10D0        # u64 ring-3 calls with IOPL 3 the host CPU refused (#GP)
+.equ PV_UD_RIP, 0x10D8          # u64 RIP the last #UD reported
+.equ FAIL_UD_RIP, 0x318         # the #UD of a refused call does not point at the stub's `out` (RDX = its RIP)
 .equ TSS_IO_MAP_BASE, 0x66
 .equ FAIL_TSS_PORTS, 0x317      # the start state's TSS has an I/O bitmap (RDX = I/O map base)
 .equ MSR_SYSENTER_CS, 0x174     # SYSEXIT (64-bit): CS = this + 32, SS = this + 40, RPL 3
@@ -417,6 +419,12 @@ conformance_gates:
     jmp fword ptr [r15 + PV_TMP + 56]
 5:  inc qword ptr [r15 + PV_UD_CALLS]
     lgdt [r14 + SH_OLD_GDTR]
+    # The fault points at the calling instruction: the stub's `out`.
+    lea rsi, [r14 + SH_HYPERCALL_PAGE]
+    mov rdx, [r15 + PV_UD_RIP]
+    mov edi, FAIL_UD_RIP
+    cmp rdx, rsi
+    jne conformance_fail
 
     # Ring 3: with IOPL 3 the `out` reaches the VMM, which must answer #UD
     # (CPL > 0); with IOPL 0 the start state's TSS grants no port, so the
@@ -439,6 +447,11 @@ conformance_gates:
     cmp rax, [r15 + PV_UD_CALLS]
     jbe 8f
     inc qword ptr [r15 + PV_UD_CALLS]
+    lea rsi, [r14 + SH_HYPERCALL_PAGE]
+    mov rdx, [r15 + PV_UD_RIP]
+    mov edi, FAIL_UD_RIP
+    cmp rdx, rsi
+    jne conformance_fail
     jmp 9f
 8:  inc qword ptr [r15 + PV_RING3_GP]
 9:
@@ -628,6 +641,8 @@ conformance_ring3:
 
 conformance_ud_handler:
     inc qword ptr [r15 + PV_UD]
+    mov rax, [rsp]              # RIP of the faulting instruction (#UD has no error code)
+    mov [r15 + PV_UD_RIP], rax
     jmp 1f
 conformance_gp_handler:
     inc qword ptr [r15 + PV_GP]
