@@ -3,7 +3,7 @@
 //! (RDX, R8, then XMM0-5 as 12 halves).
 
 use vm_memory::bitmap::BitmapSlice;
-use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions, VolatileSlice};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, Permissions, VolatileSlice};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::abi::{HvStatus, PAGE_SIZE};
@@ -27,6 +27,28 @@ pub(crate) enum Input<'a, B: BitmapSlice> {
     Fast([u64; FAST_QWORDS]),
 }
 
+/// Qwords from `gpa` (8-byte aligned) to the end of its page: 1..=512,
+/// computed without address arithmetic that could wrap.
+pub(crate) fn room(gpa: u64) -> usize {
+    ((PAGE_SIZE - gpa % PAGE_SIZE) / 8) as usize
+}
+
+/// The fast path of [`map_memory`] for guest memory without an IOMMU: one
+/// region lookup and one slice of the region, `None` when the range is not
+/// within one region (then [`map_memory`] decides).
+pub(crate) fn map_physical<M: GuestMemory>(
+    mem: &M,
+    gpa: u64,
+    qwords: usize,
+) -> Option<Input<'_, vm_memory::bitmap::MS<'_, M::PhysicalMemory>>> {
+    let room = room(gpa);
+    let slice = mem
+        .physical_memory()?
+        .get_slice(GuestAddress(gpa), qwords.min(room) * 8)
+        .ok()?;
+    Some(Input::Memory { slice, room })
+}
+
 /// Maps `qwords` qwords of memory input at `gpa` with one guest-memory
 /// access, clipped to the input page. The GPA must be 8-byte aligned
 /// (TLFS: otherwise `HV_STATUS_INVALID_ALIGNMENT`); a GPA that is not RAM,
@@ -40,8 +62,7 @@ pub(crate) fn map_memory<M: GuestMemory>(
     if gpa % 8 != 0 {
         return Err(HvStatus::INVALID_ALIGNMENT);
     }
-    // 1..=512, and no address arithmetic that could wrap.
-    let room = ((PAGE_SIZE - gpa % PAGE_SIZE) / 8) as usize;
+    let room = room(gpa);
     let len = qwords.min(room) * 8;
     let slice = mem
         .get_slices(GuestAddress(gpa), len, Permissions::Read)

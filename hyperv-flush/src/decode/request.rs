@@ -339,7 +339,13 @@ where
         // 4), variable header, rep list. At most 4 + 1023 + 4095 qwords.
         let fixed = if call.is_ex() { 4 } else { 3 };
         let declared = fixed + var_header + usize::from(rep_count);
-        let input = super::input::map_memory(mem, regs.input(), declared)?;
+        let gpa = regs.input();
+        if gpa % 8 == 0 {
+            if let Some(input) = super::input::map_physical(mem, gpa, declared) {
+                return parse(call, control, &input, out);
+            }
+        }
+        let input = super::input::map_memory(mem, gpa, declared)?;
         parse(call, control, &input, out)
     }
 }
