@@ -248,7 +248,9 @@ impl Partition {
     /// Serves one hypercall exit of vCPU `caller`, running at `level`.
     ///
     /// Decodes, routes, queues, kicks running targets and waits until each
-    /// has left guest mode, then returns RAX. Allocation-free.
+    /// has left guest mode, then returns RAX. Allocation-free. Call it on
+    /// `caller`'s own vCPU thread, like every per-vCPU call: each vCPU's
+    /// counters have that one writer.
     pub fn handle_hypercall<R, M, K>(
         &self,
         caller: usize,
@@ -401,7 +403,8 @@ impl Partition {
         }
     }
 
-    /// Routes, queues and completes a decoded request from `caller`.
+    /// Routes, queues and completes a decoded request from `caller`, on
+    /// `caller`'s own thread (see [`Self::handle_hypercall`]).
     pub fn flush<K: VcpuKicker + ?Sized>(
         &self,
         caller: usize,
