@@ -170,7 +170,7 @@ fn l2_route(c: &mut Criterion) {
                 vp_id: v as u32,
                 partition_assist_gpa: 0x3000,
             };
-            p.set_nested_context(v, Some(ctx)).expect("context");
+            p.load_nested_context(v, ctx).expect("context");
             contexts.push((ctx.vm_id, ctx.vp_id));
         }
         let set = four_vps(n);

@@ -544,7 +544,7 @@ fn all_processors_flag_overrides_the_set() {
 
 // conformance: R18
 #[test]
-fn ex_format_all_means_all_and_its_banks_are_consumed() {
+fn ex_format_all_means_all_and_its_banks_are_skipped() {
     for call in [FlushCall::SpaceEx, FlushCall::ListEx] {
         let c = Call::new(call, true).vps(VpSet::ExAll {
             valid_bank_mask: 0,

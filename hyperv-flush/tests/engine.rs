@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{Call, HOLE, INPUT_GPA, Mem, RecordingKicker, VpSet, memory};
+use common::{Call, INPUT_GPA, Mem, RecordingKicker, VpSet, memory};
 use hyperv_flush::abi::{GvaRange, HvCallCode, HvStatus};
 use hyperv_flush::decode::{FlushCall, ProcessorSet};
 use hyperv_flush::engine::{
@@ -345,140 +345,6 @@ fn preempted_targets_are_neither_kicked_nor_waited_for() {
     assert!(p.in_guest(1));
 }
 
-const ASSIST_GPA: u64 = 0x3000;
-
-fn ctx(vm_id: u64, vp_id: u32) -> Option<NestedContext> {
-    Some(NestedContext {
-        vm_id,
-        vp_id,
-        partition_assist_gpa: ASSIST_GPA,
-    })
-}
-
-/// vCPU 0..=3 run VPs 3, 0, 1, 2 of L2 VM 7; vCPU 4 runs VP 0 of VM 8;
-/// vCPU 5 runs L1.
-fn nested_setup(p: &Partition) {
-    for (vcpu, vp) in [(0, 3), (1, 0), (2, 1), (3, 2)] {
-        p.set_nested_context(vcpu, ctx(7, vp)).unwrap();
-    }
-    p.set_nested_context(4, ctx(8, 0)).unwrap();
-    p.set_nested_context(5, None).unwrap();
-}
-
-// conformance: R30
-#[test]
-fn l2_routing_by_vm_id_and_vp_id() {
-    let p = l2_partition(8);
-    nested_setup(&p);
-    assert_eq!(routed(&p, 0, Level::L2, &sparse(&[0, 2])), [1, 3]);
-    // All processors = every vCPU in the caller's L2 VM, caller included.
-    assert_eq!(routed(&p, 0, Level::L2, &ProcessorSet::All), [0, 1, 2, 3]);
-    // VM 8's VP 0 never receives VM 7's flushes, and vice versa.
-    assert_eq!(routed(&p, 4, Level::L2, &sparse(&[0, 1, 2])), [4]);
-    assert_eq!(routed(&p, 4, Level::L2, &ProcessorSet::All), [4]);
-    // A large set walks the VM's members instead; same answer.
-    let big: Vec<u32> = (0..200).collect();
-    assert_eq!(routed(&p, 0, Level::L2, &sparse(&big)), [0, 1, 2, 3]);
-    // Context changes move the index.
-    p.set_nested_context(2, ctx(7, 9)).unwrap();
-    p.set_nested_context(1, None).unwrap();
-    assert_eq!(routed(&p, 0, Level::L2, &sparse(&[0, 1, 9])), [2]);
-    p.set_nested_context(6, ctx(7, 9)).unwrap();
-    assert_eq!(routed(&p, 0, Level::L2, &sparse(&[9])), [2, 6]);
-    assert_eq!(p.nested_context(6), ctx(7, 9));
-    // The caller's context decides the VM; without one, status 3.
-    let mut out = VcpuSet::default();
-    assert_eq!(
-        p.route(5, Level::L2, &ProcessorSet::All, &mut out),
-        Err(HvStatus::INVALID_HYPERCALL_INPUT)
-    );
-    assert!(matches!(
-        p.set_nested_context(8, None),
-        Err(EngineError::NoSuchVcpu(8))
-    ));
-}
-
-// conformance: R30 R31 R32 R29
-#[test]
-fn l2_hypercalls_queue_on_the_l2_queue_and_report_the_tlb_lock() {
-    let p = l2_partition(8);
-    let mem = memory();
-    nested_setup(&p);
-    let k = RecordingKicker::default();
-    let c = Call::new(FlushCall::ListEx, true)
-        .vps(VpSet::sparse(&[0, 2]))
-        .gvas(pages(2));
-    mem.write_obj(0u32, GuestAddress(ASSIST_GPA)).unwrap();
-    let mut regs = c.place(&mem, INPUT_GPA);
-    let out = p
-        .handle_hypercall(0, Level::L2, &mut regs, &mem, &k)
-        .unwrap();
-    assert_eq!(out.status, HvStatus::SUCCESS);
-    assert!(!out.synthetic_vmexit);
-    for v in [1, 3] {
-        let work = p.before_entry(v).unwrap();
-        assert_eq!(work.l1, QueuedFlush::None);
-        assert_eq!(work.l2.ranges(), ranges(&pages(2)));
-        p.after_exit(v).unwrap();
-    }
-    assert!(!p.has_pending(2) && !p.has_pending(4));
-
-    // L1 holds its TLB lock: inject the synthetic exit.
-    mem.write_obj(1u32, GuestAddress(ASSIST_GPA)).unwrap();
-    let mut regs = c.place(&mem, INPUT_GPA);
-    let out = p
-        .handle_hypercall(0, Level::L2, &mut regs, &mem, &k)
-        .unwrap();
-    assert_eq!(out.status, HvStatus::SUCCESS);
-    assert!(out.synthetic_vmexit);
-    assert_eq!(p.counters().synthetic_exits, 1);
-
-    // Unreadable partition assist page: status 3 (KVM
-    // kvm_hv_hypercall_complete), no synthetic exit.
-    p.set_nested_context(
-        0,
-        Some(NestedContext {
-            vm_id: 7,
-            vp_id: 3,
-            partition_assist_gpa: HOLE,
-        }),
-    )
-    .unwrap();
-    let mut regs = c.place(&mem, INPUT_GPA);
-    let out = p
-        .handle_hypercall(0, Level::L2, &mut regs, &mem, &k)
-        .unwrap();
-    assert_eq!(out.status, HvStatus::INVALID_HYPERCALL_INPUT);
-    assert!(!out.synthetic_vmexit);
-
-    // Caller without a nested context: 3.
-    let mut regs = c.place(&mem, INPUT_GPA);
-    let out = p
-        .handle_hypercall(5, Level::L2, &mut regs, &mem, &k)
-        .unwrap();
-    assert_eq!(out.status, HvStatus::INVALID_HYPERCALL_INPUT);
-
-    // L2 flush not offered: 6.
-    p.set_l2_offered(false);
-    let mut regs = c.place(&mem, INPUT_GPA);
-    let out = p
-        .handle_hypercall(1, Level::L2, &mut regs, &mem, &k)
-        .unwrap();
-    assert_eq!(out.status, HvStatus::ACCESS_DENIED);
-    // ... while L1 calls still work.
-    let l1 = Call::new(FlushCall::Space, true).vps(VpSet::Mask(0b100));
-    assert_eq!(call(&p, &mem, 1, Level::L1, &l1, &k), HvStatus::SUCCESS);
-    assert_eq!(p.before_entry(2).unwrap().l2, QueuedFlush::None);
-    p.after_exit(2).unwrap();
-    let l2_path = FlushPath {
-        level: Level::L2,
-        call: FlushCall::ListEx,
-        input: InputKind::Fast,
-    };
-    assert_eq!(p.counters().path(l2_path), 5);
-    assert_eq!(k.count(), 0);
-}
-
 /// Signals running vCPU threads through per-vCPU flags (the "signal +
 /// immediate_exit" of a real backend).
 struct FlagKicker {
@@ -752,8 +618,16 @@ fn observer_sees_first_use_once_per_path_and_rare_events() {
     let space = Call::new(FlushCall::Space, true).vps(VpSet::Mask(0b10));
     call(&p, &mem, 0, Level::L1, &space, &k);
     call(&p, &mem, 0, Level::L1, &space, &k);
-    p.set_nested_context(0, ctx(1, 0)).unwrap();
-    mem.write_obj(5u32, GuestAddress(ASSIST_GPA)).unwrap();
+    p.load_nested_context(
+        0,
+        NestedContext {
+            vm_id: 1,
+            vp_id: 0,
+            partition_assist_gpa: 0x3000,
+        },
+    )
+    .unwrap();
+    mem.write_obj(5u32, GuestAddress(0x3000)).unwrap();
     call(&p, &mem, 0, Level::L2, &space, &k);
     let mut bad = Call::new(FlushCall::List, false);
     bad.rep_count = Some(0);

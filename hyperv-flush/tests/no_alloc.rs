@@ -13,7 +13,7 @@ use counting_alloc::allocations_in;
 use common::{Call, INPUT_GPA, Mem, Regs, VpSet, memory};
 use hyperv_flush::abi::HvStatus;
 use hyperv_flush::decode::FlushCall;
-use hyperv_flush::engine::{Level, NestedContext, Partition, PartitionConfig, VcpuKicker};
+use hyperv_flush::engine::{Level, NestedContext, Partition, PartitionConfig, Refusal, VcpuKicker};
 use vm_memory::{Bytes, GuestAddress};
 
 /// A running target leaves the guest the moment it is kicked.
@@ -52,7 +52,7 @@ fn hot_path_does_not_allocate() {
             vp_id: v as u32,
             partition_assist_gpa: 0x3000,
         };
-        p.set_nested_context(v, Some(ctx)).expect("context");
+        p.load_nested_context(v, ctx).expect("context");
     }
     // Targets 1-4: a memory-input List call with 16 GVAs (the hot
     // path), 15 GVAs (queued ranges), fast calls, and an L2 call.
@@ -122,6 +122,25 @@ fn hot_path_does_not_allocate() {
             assert_eq!(n, 0);
         }
     }
+    // Calls a backend refuses before decoding (#UD, GUEST_OS_ID 0) are
+    // counted without allocating.
+    let before = p.counters();
+    let n = allocations_in(|| {
+        p.hypercall_refused(0, Refusal::InvalidOpcode)
+            .expect("vCPU");
+        p.hypercall_refused(0, Refusal::NoGuestOsId).expect("vCPU");
+    });
+    assert_eq!(n, 0);
+    let after = p.counters();
+    assert_eq!(
+        after.invalid_opcode_injections,
+        before.invalid_opcode_injections + 1
+    );
+    assert_eq!(
+        after.calls_without_guest_os_id,
+        before.calls_without_guest_os_id + 1
+    );
+    assert_eq!(after.targets, before.targets, "refused calls flush nobody");
     // The counting itself works (so the zeros above mean something).
     assert!(allocations_in(|| drop(std::hint::black_box(vec![1u8; 64]))) > 0);
     assert!(p.counters().kicks > 0);

@@ -108,6 +108,28 @@ fn expected(c: &Call) -> FlushRequest {
             }
         }
     };
+    let rep_count = if c.call.is_list() {
+        c.gvas.len() as u16
+    } else {
+        0
+    };
+    // An Ex sparse set without banks succeeds at once: no entry is read.
+    if c.call.is_ex() && processors.is_empty() {
+        return FlushRequest {
+            call: c.call,
+            fast: c.fast,
+            address_space: c.address_space,
+            flags,
+            processors,
+            gvas: if c.call.is_list() {
+                GvaList::NONE
+            } else {
+                GvaList::All
+            },
+            rep_count,
+            too_many_entries: false,
+        };
+    }
     let remaining = &c.gvas[usize::from(c.rep_start).min(c.gvas.len())..];
     let too_many_entries = c.call.is_list() && remaining.len() > MAX_QUEUED_RANGES;
     let gvas = if !c.call.is_list() || too_many_entries {
@@ -140,11 +162,7 @@ fn expected(c: &Call) -> FlushRequest {
         flags,
         processors,
         gvas,
-        rep_count: if c.call.is_list() {
-            c.gvas.len() as u16
-        } else {
-            0
-        },
+        rep_count,
         too_many_entries,
     }
 }
@@ -238,6 +256,8 @@ proptest! {
             Ok(r) => {
                 prop_assert!(r.gvas.ranges().len() <= MAX_QUEUED_RANGES);
                 prop_assert!(r.gvas.ranges().iter().all(|g| g.pages >= 1));
+                // No range runs past 2^64 (the arithmetic never wraps).
+                prop_assert!(r.gvas.ranges().iter().all(|g| g.pages - 1 <= (u64::MAX - g.start) >> 12));
                 prop_assert_eq!(r.too_many_entries, r.gvas == GvaList::All && r.call.is_list());
                 prop_assert_eq!(u64::from(r.rep_count), (control >> 32) & 0xfff);
                 prop_assert_eq!(r.fast, control & 1 << 16 != 0);

@@ -36,7 +36,7 @@ pub struct HvTlbFlushHeader {
     pub processor_mask: u64,
 }
 
-/// `hv_tlb_flush_ex` without its variable part (24 bytes): the sparse
+/// `hv_tlb_flush_ex` without its variable part (32 bytes): the sparse
 /// banks follow as the variable header.
 #[repr(C)]
 #[derive(

@@ -11,6 +11,19 @@ use bitfield_struct::bitfield;
 /// The guest page size the ranges are counted in.
 pub const PAGE_SIZE: u64 = 4096;
 
+/// Most 4 KiB pages a simple entry names (12-bit additional-page count).
+pub const MAX_SIMPLE_PAGES: u64 = 4096;
+
+/// Most 4 KiB pages an extended entry names: 2,048 pages of 1 GiB
+/// (11-bit additional-page count), 2^29.
+pub const MAX_EXTENDED_PAGES: u64 = 2048 << 18;
+
+/// The 4 KiB pages from the page-aligned `start` to the end of the 64-bit
+/// address space (1..=2^52), computed without wrapping.
+fn pages_to_end(start: u64) -> u64 {
+    ((u64::MAX - start) >> 12) + 1
+}
+
 #[bitfield(u64)]
 struct ExtendedRange {
     #[bits(11)]
@@ -31,29 +44,40 @@ pub struct GvaRange {
 }
 
 impl GvaRange {
-    /// Decodes a simple-format entry.
+    /// Decodes a simple-format entry (1..=[`MAX_SIMPLE_PAGES`] pages,
+    /// clamped to the end of the address space).
     pub fn from_simple(entry: u64) -> Self {
+        let start = entry & !(PAGE_SIZE - 1);
         Self {
-            start: entry & !(PAGE_SIZE - 1),
-            pages: (entry & (PAGE_SIZE - 1)) + 1,
+            start,
+            pages: ((entry & (PAGE_SIZE - 1)) + 1).min(pages_to_end(start)),
         }
     }
 
-    /// Decodes an extended-format entry.
+    /// Decodes an extended-format entry (at most 2,048 pages of its size,
+    /// clamped to the end of the address space).
     pub fn from_extended(entry: u64) -> Self {
         let e = ExtendedRange::from(entry);
+        // 1..=2048: the product below is at most 2^29, no overflow.
         let count = e.additional_pages() + 1;
-        if !e.large_page() {
-            return Self {
-                start: entry & !(PAGE_SIZE - 1),
-                pages: count,
-            };
-        }
-        let size: u64 = if e.page_size_1g() { 1 << 30 } else { 2 << 20 };
+        let size: u64 = match (e.large_page(), e.page_size_1g()) {
+            (false, _) => PAGE_SIZE,
+            (true, false) => 2 << 20,
+            (true, true) => 1 << 30,
+        };
+        let start = entry & !(size - 1);
         Self {
-            start: entry & !(size - 1),
-            pages: count * (size / PAGE_SIZE),
+            start,
+            pages: (count * (size / PAGE_SIZE)).min(pages_to_end(start)),
         }
+    }
+
+    /// One past the last byte of the range, or `None` when the range ends
+    /// exactly at 2^64 (never wraps).
+    pub fn end(&self) -> Option<u64> {
+        self.pages
+            .checked_mul(PAGE_SIZE)
+            .and_then(|len| self.start.checked_add(len))
     }
 
     /// Whether `start` is canonical for 57-bit (LA57) linear addresses.
@@ -103,6 +127,38 @@ mod tests {
             }
         );
         assert_eq!(GvaRange::from_extended(0x5000 | 0x7ff).pages, 2048);
+    }
+
+    // conformance: R20 R21
+    #[test]
+    fn ranges_are_bounded_and_never_wrap() {
+        // 1 GiB pages, 2048 of them from 0xFFFF_FFC0_0000_0000: 2 TiB named,
+        // 256 GiB left before 2^64.
+        let wrap = 0xFFFF_FFC0_0000_0000u64 | 1 << 12 | 1 << 11 | 0x7ff;
+        let r = GvaRange::from_extended(wrap);
+        assert_eq!(r.start, 0xFFFF_FFC0_0000_0000);
+        assert_eq!(r.pages, 256 << 18);
+        assert_eq!(r.end(), None, "ends exactly at 2^64");
+        assert!(r.start.checked_add(r.pages * PAGE_SIZE - 1).is_some());
+        // The largest extended entry that does not reach the end.
+        let big = GvaRange::from_extended(1 << 12 | 1 << 11 | 0x7ff);
+        assert_eq!(big.pages, MAX_EXTENDED_PAGES);
+        assert_eq!(big.end(), Some(2048 << 30));
+        // Simple entries: at most 4096 pages, clamped in the last 16 MiB.
+        assert_eq!(GvaRange::from_simple(0xfff).pages, MAX_SIMPLE_PAGES);
+        let last = GvaRange::from_simple(0xFFFF_FFFF_FFFF_F000 | 0xfff);
+        assert_eq!((last.pages, last.end()), (1, None));
+        let near = GvaRange::from_simple(0xFFFF_FFFF_FFFF_0000 | 0xfff);
+        assert_eq!(near.pages, 16);
+        // Extended 4 KiB entries: 2048 at most.
+        assert_eq!(GvaRange::from_extended(0x7ff).pages, 2048);
+        // Every decoded range stays inside the address space.
+        for entry in [u64::MAX, !(1 << 11), 0xffff_ffff_ffe0_0fff] {
+            for r in [GvaRange::from_simple(entry), GvaRange::from_extended(entry)] {
+                assert!(r.pages >= 1);
+                assert!(r.pages - 1 <= (u64::MAX - r.start) >> 12);
+            }
+        }
     }
 
     #[test]

@@ -19,5 +19,5 @@ pub use flush::{
     HV_GENERIC_SET_ALL, HV_GENERIC_SET_SPARSE_4K, HvFlushFlags, HvTlbFlushExHeader,
     HvTlbFlushHeader, MAX_SPARSE_BANKS, VPS_PER_BANK,
 };
-pub use gva::{GvaRange, PAGE_SIZE};
+pub use gva::{GvaRange, MAX_EXTENDED_PAGES, MAX_SIMPLE_PAGES, PAGE_SIZE};
 pub use status::HvStatus;

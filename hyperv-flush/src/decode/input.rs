@@ -1,97 +1,121 @@
-//! The input parameter stream of one call: guest memory (bounded to one
-//! page) or the fast registers (RDX, R8, then XMM0-5 as 12 halves).
+//! The input parameters of one call, in qwords: guest memory (one mapping
+//! of the declared input, bounded by the input page) or the fast registers
+//! (RDX, R8, then XMM0-5 as 12 halves).
 
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use vm_memory::bitmap::BitmapSlice;
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, Permissions, VolatileSlice};
+use zerocopy::{FromBytes, IntoBytes};
 
 use crate::abi::{HvStatus, PAGE_SIZE};
 
 /// Fast input: 2 general-purpose registers + 6 XMM registers of 2 halves.
 pub(crate) const FAST_QWORDS: usize = 2 + 12;
 
-/// A bounded, allocation-free reader over a hypercall's input qwords.
-pub(crate) enum InputStream<'a, M: GuestMemory> {
-    /// Memory input: reads from `gpa`, never past `end` (the page end).
-    Memory { mem: &'a M, gpa: u64, end: u64 },
-    /// Fast input: the qwords in register order.
-    Fast {
-        qwords: [u64; FAST_QWORDS],
-        next: usize,
+/// A bounded, allocation-free view of a hypercall's input qwords.
+///
+/// Positions are qword offsets from the start of the input. A caller
+/// first asks whether a part it needs lies inside the input area
+/// ([`Self::fits`]), then reads it ([`Self::read`]).
+pub(crate) enum Input<'a, B: BitmapSlice> {
+    /// Memory input: `slice` maps the declared input up to the page end;
+    /// `room` is the number of qwords from the GPA to that page end.
+    Memory {
+        slice: VolatileSlice<'a, B>,
+        room: usize,
     },
+    /// Fast input: the qwords in register order.
+    Fast([u64; FAST_QWORDS]),
 }
 
-impl<'a, M: GuestMemory> InputStream<'a, M> {
-    /// Memory input at `gpa`: must be 8-byte aligned (TLFS: otherwise
-    /// `HV_STATUS_INVALID_ALIGNMENT`); `len` bytes must not span pages.
-    pub(crate) fn memory(mem: &'a M, gpa: u64, len: u64) -> Result<Self, HvStatus> {
-        if gpa % 8 != 0 {
-            return Err(HvStatus::INVALID_ALIGNMENT);
-        }
-        let page_end = (gpa & !(PAGE_SIZE - 1)).wrapping_add(PAGE_SIZE);
-        if page_end == 0 || gpa.checked_add(len).is_none_or(|end| end > page_end) {
-            return Err(HvStatus::INVALID_ALIGNMENT);
-        }
-        Ok(Self::Memory {
-            mem,
-            gpa,
-            end: gpa + len,
-        })
-    }
+/// Qwords from `gpa` (8-byte aligned) to the end of its page: 1..=512,
+/// computed without address arithmetic that could wrap.
+pub(crate) fn room(gpa: u64) -> usize {
+    ((PAGE_SIZE - gpa % PAGE_SIZE) / 8) as usize
+}
 
-    /// Fast input from RDX, R8 and the XMM registers (low half first).
-    pub(crate) fn fast(rdx: u64, r8: u64, xmm: [u128; 6]) -> Self {
-        let mut qwords = [0u64; FAST_QWORDS];
-        qwords[0] = rdx;
-        qwords[1] = r8;
-        for (i, x) in xmm.iter().enumerate() {
-            qwords[2 + 2 * i] = *x as u64;
-            qwords[3 + 2 * i] = (*x >> 64) as u64;
-        }
-        Self::Fast { qwords, next: 0 }
-    }
+/// The fast path of [`map_memory`] for guest memory without an IOMMU: one
+/// region lookup and one slice of the region, `None` when the range is not
+/// within one region (then [`map_memory`] decides).
+pub(crate) fn map_physical<M: GuestMemory>(
+    mem: &M,
+    gpa: u64,
+    qwords: usize,
+) -> Option<Input<'_, vm_memory::bitmap::MS<'_, M::PhysicalMemory>>> {
+    let room = room(gpa);
+    let slice = mem
+        .physical_memory()?
+        .get_slice(GuestAddress(gpa), qwords.min(room) * 8)
+        .ok()?;
+    Some(Input::Memory { slice, room })
+}
 
-    /// Fills `out` with the next qwords. Memory that is not guest RAM and
-    /// fast input past XMM5 both give `INVALID_HYPERCALL_INPUT`.
-    pub(crate) fn read_into(&mut self, out: &mut [u64]) -> Result<(), HvStatus> {
+/// Maps `qwords` qwords of memory input at `gpa` with one guest-memory
+/// access, clipped to the input page. The GPA must be 8-byte aligned
+/// (TLFS: otherwise `HV_STATUS_INVALID_ALIGNMENT`); a GPA that is not RAM,
+/// the last page of the 64-bit space included, is
+/// `HV_STATUS_INVALID_HYPERCALL_INPUT` (KVM: `kvm_read_guest` fails).
+pub(crate) fn map_memory<M: GuestMemory>(
+    mem: &M,
+    gpa: u64,
+    qwords: usize,
+) -> Result<Input<'_, vm_memory::bitmap::BS<'_, M::Bitmap>>, HvStatus> {
+    if gpa % 8 != 0 {
+        return Err(HvStatus::INVALID_ALIGNMENT);
+    }
+    let room = room(gpa);
+    let len = qwords.min(room) * 8;
+    let slice = mem
+        .get_slices(GuestAddress(gpa), len, Permissions::Read)
+        .ok()
+        .and_then(|mut slices| slices.next())
+        .and_then(Result::ok)
+        .ok_or(HvStatus::INVALID_HYPERCALL_INPUT)?;
+    Ok(Input::Memory { slice, room })
+}
+
+/// Fast input from RDX, R8 and the XMM registers (low half first).
+pub(crate) fn fast<B: BitmapSlice>(rdx: u64, r8: u64, xmm: [u128; 6]) -> Input<'static, B> {
+    let mut qwords = [0u64; FAST_QWORDS];
+    qwords[0] = rdx;
+    qwords[1] = r8;
+    for (i, x) in xmm.iter().enumerate() {
+        qwords[2 + 2 * i] = *x as u64;
+        qwords[3 + 2 * i] = (*x >> 64) as u64;
+    }
+    Input::Fast(qwords)
+}
+
+impl<B: BitmapSlice> Input<'_, B> {
+    /// Whether qwords `0..end` lie inside the input area: the input page
+    /// for memory (else `INVALID_ALIGNMENT`: the list spans pages), the 14
+    /// fast qwords for fast input (else `INVALID_HYPERCALL_INPUT`).
+    pub(crate) fn fits(&self, end: usize) -> Result<(), HvStatus> {
         match self {
-            Self::Memory { mem, gpa, end } => {
-                let len = (out.len() * 8) as u64;
-                if *gpa + len > *end {
-                    return Err(HvStatus::INVALID_HYPERCALL_INPUT);
-                }
-                let bytes = zerocopy::IntoBytes::as_mut_bytes(out);
-                mem.read_slice(bytes, GuestAddress(*gpa))
-                    .map_err(|_| HvStatus::INVALID_HYPERCALL_INPUT)?;
-                // The guest's bytes are little-endian like the host's (x86).
-                *gpa += len;
-                Ok(())
-            }
-            Self::Fast { qwords, next } => {
+            Self::Memory { room, .. } if end > *room => Err(HvStatus::INVALID_ALIGNMENT),
+            Self::Fast(_) if end > FAST_QWORDS => Err(HvStatus::INVALID_HYPERCALL_INPUT),
+            _ => Ok(()),
+        }
+    }
+
+    /// Fills `out` (whole qwords: a header struct or a qword slice) from
+    /// qword position `at`. Memory the mapping does not cover (not RAM)
+    /// gives `INVALID_HYPERCALL_INPUT`.
+    pub(crate) fn read<T>(&self, at: usize, out: &mut T) -> Result<(), HvStatus>
+    where
+        T: IntoBytes + FromBytes + ?Sized,
+    {
+        let out = out.as_mut_bytes();
+        match self {
+            // The guest's bytes are little-endian like the host's (x86).
+            Self::Memory { slice, .. } => slice
+                .read_slice(out, at * 8)
+                .map_err(|_| HvStatus::INVALID_HYPERCALL_INPUT),
+            Self::Fast(qwords) => {
                 let src = qwords
-                    .get(*next..*next + out.len())
+                    .as_bytes()
+                    .get(at * 8..at * 8 + out.len())
                     .ok_or(HvStatus::INVALID_HYPERCALL_INPUT)?;
                 out.copy_from_slice(src);
-                *next += out.len();
-                Ok(())
-            }
-        }
-    }
-
-    /// Skips `n` qwords (rep elements already completed).
-    pub(crate) fn skip(&mut self, n: usize) -> Result<(), HvStatus> {
-        match self {
-            Self::Memory { gpa, end, .. } => {
-                let len = (n * 8) as u64;
-                if *gpa + len > *end {
-                    return Err(HvStatus::INVALID_HYPERCALL_INPUT);
-                }
-                *gpa += len;
-                Ok(())
-            }
-            Self::Fast { next, .. } => {
-                if *next + n > FAST_QWORDS {
-                    return Err(HvStatus::INVALID_HYPERCALL_INPUT);
-                }
-                *next += n;
                 Ok(())
             }
         }

@@ -10,6 +10,8 @@ mod input;
 mod io;
 mod request;
 
+pub(crate) use request::decode_into;
+
 pub use io::HypercallRegisters;
 pub use request::{
     FlushCall, FlushRequest, GvaList, MAX_QUEUED_RANGES, Offer, ProcessorSet, decode,

@@ -1,12 +1,13 @@
 //! The typed flush request and the decoder that validates a call into it.
 
 use vm_memory::GuestMemory;
+use vm_memory::bitmap::{BS, BitmapSlice};
 
-use super::input::InputStream;
+use super::input::Input;
 use super::io::HypercallRegisters;
 use crate::abi::{
-    GvaRange, HV_GENERIC_SET_SPARSE_4K, HvCallCode, HvFlushFlags, HvStatus, HypercallControl,
-    MAX_SPARSE_BANKS,
+    GvaRange, HV_GENERIC_SET_SPARSE_4K, HvCallCode, HvFlushFlags, HvStatus, HvTlbFlushExHeader,
+    HvTlbFlushHeader, HypercallControl, MAX_SPARSE_BANKS,
 };
 
 /// A request of more entries than this is served as a full flush (Linux
@@ -105,9 +106,9 @@ impl Default for Offer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 // Inline on purpose: requests live on the stack, the hot path never allocates.
 #[allow(clippy::large_enum_variant)]
+// `Sparse` comes first: its all-zero value is the empty set, which the
+// decoder starts from (`FlushRequest::UNSET`) and fills in place.
 pub enum ProcessorSet {
-    /// Every VP (flag, non-Ex mask 0, or Ex format ≠ SPARSE_4K).
-    All,
     /// A sparse set: bank `i` present when bit `i` of `valid_bank_mask`
     /// is set; `banks[i]` holds VPs `64*i ..= 64*i+63`. Absent banks are 0.
     Sparse {
@@ -116,9 +117,17 @@ pub enum ProcessorSet {
         /// Bank contents indexed by bank number.
         banks: [u64; MAX_SPARSE_BANKS],
     },
+    /// Every VP (flag, non-Ex mask 0, or Ex format ≠ SPARSE_4K).
+    All,
 }
 
 impl ProcessorSet {
+    /// The empty sparse set.
+    pub const EMPTY: Self = Self::Sparse {
+        valid_bank_mask: 0,
+        banks: [0; MAX_SPARSE_BANKS],
+    };
+
     /// The sparse set of `vps` (each below 4096; larger ones are ignored).
     pub fn from_vps(vps: &[u32]) -> Self {
         let mut banks = [0u64; MAX_SPARSE_BANKS];
@@ -194,9 +203,8 @@ impl Iterator for SetBits {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 // Inline on purpose: requests live on the stack, the hot path never allocates.
 #[allow(clippy::large_enum_variant)]
+// `Ranges` comes first, like `ProcessorSet::Sparse`.
 pub enum GvaList {
-    /// Flush the whole address space (Space calls, or too many entries).
-    All,
     /// Canonical ranges to flush (`len` valid entries).
     Ranges {
         /// Normalised ranges.
@@ -204,9 +212,17 @@ pub enum GvaList {
         /// Valid entries in `ranges`.
         len: u8,
     },
+    /// Flush the whole address space (Space calls, or too many entries).
+    All,
 }
 
 impl GvaList {
+    /// No ranges: nothing to flush.
+    pub const NONE: Self = Self::Ranges {
+        ranges: [GvaRange { start: 0, pages: 0 }; MAX_QUEUED_RANGES],
+        len: 0,
+    };
+
     /// The valid ranges (empty for [`GvaList::All`]).
     pub fn ranges(&self) -> &[GvaRange] {
         match self {
@@ -238,11 +254,48 @@ pub struct FlushRequest {
     pub too_many_entries: bool,
 }
 
+impl FlushRequest {
+    /// What [`decode_into`] starts from: all zero, with an empty sparse
+    /// set and no ranges, which the decoder fills in place.
+    pub(crate) const UNSET: Self = Self {
+        call: FlushCall::Space,
+        fast: false,
+        address_space: 0,
+        flags: HvFlushFlags::new(),
+        processors: ProcessorSet::EMPTY,
+        gvas: GvaList::NONE,
+        rep_count: 0,
+        too_many_entries: false,
+    };
+}
+
 /// Decodes and validates one hypercall.
 ///
 /// `Err` carries the status for RAX. `Ok` requests are ready for routing.
-/// Never allocates and reads at most one page of guest memory.
+/// Never allocates; memory input is reached with one guest-memory access
+/// (a mapping of the declared input, clipped to the input page), from
+/// which only the parts the call uses are copied. [`decode_into`] is the
+/// same without moving the ~800-byte request.
 pub fn decode<R, M>(regs: &mut R, mem: &M, offer: Offer) -> Result<FlushRequest, HvStatus>
+where
+    R: HypercallRegisters + ?Sized,
+    M: GuestMemory,
+{
+    let mut request = FlushRequest::UNSET;
+    decode_into(regs, mem, offer, &mut request).map(|()| request)
+}
+
+/// [`decode`] into `out`, which must be [`FlushRequest::UNSET`]: the
+/// request is built in place, writing only what the call sets (on `Err`
+/// `out` is unspecified). Building it on the stack and moving it cost
+/// several 512-byte copies per call.
+#[inline]
+pub(crate) fn decode_into<R, M>(
+    regs: &mut R,
+    mem: &M,
+    offer: Offer,
+    out: &mut FlushRequest,
+) -> Result<(), HvStatus>
 where
     R: HypercallRegisters + ?Sized,
     M: GuestMemory,
@@ -273,102 +326,136 @@ where
     if !call.is_ex() && var_header != 0 {
         return Err(HvStatus::INVALID_HYPERCALL_INPUT);
     }
-
-    let mut input = if control.fast() {
+    if control.fast() {
         if !offer.xmm_input {
             // Only RDX/R8 exist; every flush call needs more.
             return Err(HvStatus::INVALID_HYPERCALL_INPUT);
         }
-        InputStream::fast(regs.input(), regs.output(), regs.xmm())
+        let input =
+            super::input::fast::<BS<'_, M::Bitmap>>(regs.input(), regs.output(), regs.xmm());
+        parse(call, control, &input, out)
     } else {
-        // hv_tlb_flush is 24 bytes; hv_tlb_flush_ex's fixed part is 32.
-        let fixed = if call.is_ex() { 32 } else { 24 };
-        let len = fixed + 8 * (var_header as u64) + 8 * u64::from(rep_count);
-        InputStream::memory(mem, regs.input(), len)?
-    };
+        // Declared input: fixed header (hv_tlb_flush 3 qwords, hv_tlb_flush_ex
+        // 4), variable header, rep list. At most 4 + 1023 + 4095 qwords.
+        let fixed = if call.is_ex() { 4 } else { 3 };
+        let declared = fixed + var_header + usize::from(rep_count);
+        let gpa = regs.input();
+        if gpa % 8 == 0 {
+            if let Some(input) = super::input::map_physical(mem, gpa, declared) {
+                return parse(call, control, &input, out);
+            }
+        }
+        let input = super::input::map_memory(mem, gpa, declared)?;
+        parse(call, control, &input, out)
+    }
+}
 
-    let mut header = [0u64; 3];
-    let processors;
-    let flags;
+/// Validates the input of a call whose control word passed, and builds
+/// the request in `out` (Linux arch/x86/kvm/hyperv.c `kvm_hv_flush_tlb`
+/// order: header, popcount, empty set, banks, entries). The banks and
+/// ranges are written in place: building them on the stack and moving
+/// them in cost several 512-byte copies per call.
+// Inlined so the request is built in the caller's frame.
+#[inline(always)]
+fn parse<B: BitmapSlice>(
+    call: FlushCall,
+    control: HypercallControl,
+    input: &Input<'_, B>,
+    out: &mut FlushRequest,
+) -> Result<(), HvStatus> {
+    let var_header = usize::from(control.variable_header_size());
+    let (rep_count, rep_start) = (control.rep_count(), control.rep_start());
+    // `out` is UNSET: an empty sparse set, no ranges.
+    out.call = call;
+    out.fast = control.fast();
+    out.rep_count = rep_count;
+    let gva_at;
     if call.is_ex() {
-        let mut ex = [0u64; 4];
-        input.read_into(&mut ex)?;
-        header = [ex[0], ex[1], 0];
-        let (format, valid_bank_mask) = (ex[2], ex[3]);
-        flags = HvFlushFlags::from(ex[1]);
-        if var_header != valid_bank_mask.count_ones() as usize {
+        let mut ex = HvTlbFlushExHeader::default();
+        input.fits(4)?;
+        input.read(0, &mut ex)?;
+        out.flags = HvFlushFlags::from(ex.flags);
+        out.address_space = ex.address_space;
+        // For every format, before anything else is looked at (KVM).
+        if var_header != ex.valid_bank_mask.count_ones() as usize {
             return Err(HvStatus::INVALID_HYPERCALL_INPUT);
         }
-        let mut banks = [0u64; MAX_SPARSE_BANKS];
-        let mut present = [0u64; MAX_SPARSE_BANKS];
-        // Banks are consumed even for "all" sets (KVM does the same).
-        input.read_into(&mut present[..var_header])?;
-        processors = if format != HV_GENERIC_SET_SPARSE_4K || flags.all_processors() {
-            ProcessorSet::All
-        } else {
-            for (bank, value) in SetBits(valid_bank_mask).zip(present) {
-                banks[bank as usize] = value;
+        // The GVA list starts after the variable header whatever the
+        // format; banks of a set that is not used are skipped, never read.
+        gva_at = 4 + var_header;
+        if ex.format == HV_GENERIC_SET_SPARSE_4K && !out.flags.all_processors() {
+            if var_header == 0 {
+                // An empty sparse set: success at once, nothing read and
+                // nobody flushed (KVM `kvm_hv_flush_tlb`).
+                if !call.is_list() {
+                    out.gvas = GvaList::All;
+                }
+                return Ok(());
             }
-            ProcessorSet::Sparse {
+            input.fits(gva_at)?;
+            if let ProcessorSet::Sparse {
                 valid_bank_mask,
                 banks,
+            } = &mut out.processors
+            {
+                *valid_bank_mask = ex.valid_bank_mask;
+                // Present banks come in ascending bank order; each is read
+                // straight into its slot (no staging copy).
+                for (i, bank) in SetBits(ex.valid_bank_mask).enumerate() {
+                    let bank = bank as usize;
+                    input.read(4 + i, &mut banks[bank..bank + 1])?;
+                }
             }
-        };
-    } else {
-        input.read_into(&mut header)?;
-        flags = HvFlushFlags::from(header[1]);
-        let mask = header[2];
-        processors = if flags.all_processors() || mask == 0 {
-            ProcessorSet::All
         } else {
-            let mut banks = [0u64; MAX_SPARSE_BANKS];
-            banks[0] = mask;
-            ProcessorSet::Sparse {
-                valid_bank_mask: 1,
-                banks,
-            }
-        };
+            out.processors = ProcessorSet::All;
+        }
+    } else {
+        let mut header = HvTlbFlushHeader::default();
+        input.fits(3)?;
+        input.read(0, &mut header)?;
+        out.flags = HvFlushFlags::from(header.flags);
+        out.address_space = header.address_space;
+        gva_at = 3;
+        if out.flags.all_processors() || header.processor_mask == 0 {
+            out.processors = ProcessorSet::All;
+        } else if let ProcessorSet::Sparse {
+            valid_bank_mask,
+            banks,
+        } = &mut out.processors
+        {
+            *valid_bank_mask = 1;
+            banks[0] = header.processor_mask;
+        }
     }
 
-    let entries = usize::from(rep_count - rep_start.min(rep_count));
-    let too_many_entries = call.is_list() && entries > MAX_QUEUED_RANGES;
-    let gvas = if !call.is_list() || too_many_entries {
-        if control.fast() && call.is_list() {
-            // The entries must still fit the registers.
-            input.skip(usize::from(rep_count))?;
-        }
-        GvaList::All
-    } else {
-        input.skip(usize::from(rep_start))?;
-        let mut raw = [0u64; MAX_QUEUED_RANGES];
-        input.read_into(&mut raw[..entries])?;
-        let mut ranges = [GvaRange::default(); MAX_QUEUED_RANGES];
-        let mut len = 0;
+    if !call.is_list() {
+        out.gvas = GvaList::All;
+        return Ok(());
+    }
+    // The whole declared list must fit: in the page for memory input
+    // (TLFS), in the registers for fast input.
+    input.fits(gva_at + usize::from(rep_count))?;
+    let entries = usize::from(rep_count - rep_start);
+    if entries > MAX_QUEUED_RANGES {
+        out.too_many_entries = true;
+        out.gvas = GvaList::All;
+        return Ok(());
+    }
+    let mut raw = [0u64; MAX_QUEUED_RANGES];
+    input.read(gva_at + usize::from(rep_start), &mut raw[..entries])?;
+    let extended = out.flags.use_extended_range_format();
+    if let GvaList::Ranges { ranges, len } = &mut out.gvas {
         for entry in &raw[..entries] {
-            let range = if flags.use_extended_range_format() {
+            let range = if extended {
                 GvaRange::from_extended(*entry)
             } else {
                 GvaRange::from_simple(*entry)
             };
             if range.is_canonical() {
-                ranges[len] = range;
-                len += 1;
+                ranges[usize::from(*len)] = range;
+                *len += 1;
             }
         }
-        GvaList::Ranges {
-            ranges,
-            len: len as u8,
-        }
-    };
-
-    Ok(FlushRequest {
-        call,
-        fast: control.fast(),
-        address_space: header[0],
-        flags,
-        processors,
-        gvas,
-        rep_count,
-        too_many_entries,
-    })
+    }
+    Ok(())
 }

@@ -193,6 +193,19 @@ fn percentile(acc: &[u64; BUCKETS], p: f64) -> Option<u64> {
     None
 }
 
+/// Why a hypercall instruction was not served as a Hyper-V hypercall.
+/// Backends that gate calls before the engine report it with
+/// `Partition::hypercall_refused`, so refused calls are counted too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// #UD injected: the caller is not at CPL 0 or not in 64-bit mode
+    /// (KVM `kvm_hv_hypercall`).
+    InvalidOpcode,
+    /// GUEST_OS_ID is 0: the Hyper-V interface is off, the instruction
+    /// was KVM's own hypercall (`-KVM_ENOSYS`).
+    NoGuestOsId,
+}
+
 /// Counters of one vCPU.
 #[derive(Default)]
 pub(crate) struct VcpuCounters {
@@ -207,17 +220,23 @@ pub(crate) struct VcpuCounters {
     pub(crate) preempted_flushes: AtomicU64,
     pub(crate) unresponsive: AtomicU64,
     pub(crate) synthetic_exits: AtomicU64,
+    pub(crate) refused: [AtomicU64; 2],
     pub(crate) latency: LatencyHistogram,
 }
 
 impl VcpuCounters {
     pub(crate) fn count_status(&self, status: HvStatus) {
         let i = status.index().unwrap_or(STATUSES - 1);
-        self.status[i].fetch_add(1, Relaxed);
+        Self::bump(&self.status[i], 1);
     }
 
+    /// Adds `n`. Every counter of a vCPU is written only by that vCPU's own
+    /// thread (its calls as an initiator, its entries and exits), so a
+    /// load and a store suffice, like the latency sampler's `tick`: no
+    /// locked read-modify-write on the hot path (three per call before).
+    /// Readers on other threads see each counter's latest store.
     pub(crate) fn bump(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
+        counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
     }
 }
 
@@ -256,6 +275,11 @@ pub struct CountersSnapshot {
     pub unresponsive: u64,
     /// Synthetic VM exits requested after L2 flushes.
     pub synthetic_exits: u64,
+    /// Hypercalls answered with #UD (CPL > 0, or not in 64-bit mode).
+    pub invalid_opcode_injections: u64,
+    /// Hypercall instructions while GUEST_OS_ID was 0: not Hyper-V calls,
+    /// completed with `-KVM_ENOSYS` and never flushed.
+    pub calls_without_guest_os_id: u64,
     /// Hypercall handling latency, p50 (ns), if any call was made.
     pub latency_p50_ns: Option<u64>,
     /// Hypercall handling latency, p99 (ns).
@@ -306,6 +330,8 @@ impl CountersSnapshot {
             s.preempted_flushes += c.preempted_flushes.load(Relaxed);
             s.unresponsive += c.unresponsive.load(Relaxed);
             s.synthetic_exits += c.synthetic_exits.load(Relaxed);
+            s.invalid_opcode_injections += c.refused[Refusal::InvalidOpcode as usize].load(Relaxed);
+            s.calls_without_guest_os_id += c.refused[Refusal::NoGuestOsId as usize].load(Relaxed);
             c.latency.add_into(&mut lat);
         }
         // One queue entry per target: the same count, kept once on the hot

@@ -2,7 +2,7 @@
 //! so L2 routing costs O(targets), not O(vCPUs) like KVM's scan
 //! (arch/x86/kvm/hyperv.c `kvm_hv_flush_tlb`, guest-mode branch).
 //!
-//! The index also keeps every vCPU's current context and the slot of its
+//! The index also keeps every vCPU's loaded context and the slot of its
 //! L2 VM, so routing a request needs neither the caller's context mutex
 //! nor a hash lookup: one read lock, then bank words. vp_ids of a sparse
 //! set are < 4096 (64 banks × 64, TLFS 6.0 §7.6.2 "HV_VP_SET"), so each VM
@@ -156,7 +156,7 @@ impl L2Index {
         }
     }
 
-    /// Records that `vcpu` now runs `context` (`None`: L1 itself).
+    /// Records the context loaded on `vcpu` (`None`: released).
     pub(crate) fn set(&mut self, vcpu: usize, context: Option<NestedContext>) {
         let Some(current) = self.current.get_mut(vcpu) else {
             return;

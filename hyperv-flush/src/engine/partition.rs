@@ -8,7 +8,7 @@ use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::completion::{VcpuKicker, WaitClock, WaitPolicy, needs_kick, still_in_guest};
-use super::counters::{CountersSnapshot, FlushPath, InputKind, Level, VcpuCounters};
+use super::counters::{CountersSnapshot, FlushPath, InputKind, Level, Refusal, VcpuCounters};
 use super::l2_index::L2Index;
 use super::observer::{FlushObserver, NoopObserver};
 use super::queue::{Enqueued, QueuedFlush};
@@ -157,6 +157,7 @@ impl Partition {
     }
 
     /// The current offer.
+    #[inline]
     pub fn offer(&self) -> Offer {
         let bits = self.offer.load(Relaxed);
         Offer {
@@ -189,8 +190,37 @@ impl Partition {
         }
     }
 
-    /// Records the nested context `vcpu` now runs (`None` when it runs L1).
-    pub fn set_nested_context(
+    /// `vcpu` enters L2 with `context`: the vm_id, vp_id and partition
+    /// assist page L1 set in the enlightened VMCS (Intel) or VMCB (AMD) it
+    /// launches or resumes. Call it at **every** L2 entry, before the
+    /// entry's [`Self::before_entry`]; it replaces the vCPU's previous
+    /// context.
+    ///
+    /// The context stays loaded while the vCPU runs L1 again (an L2 exit
+    /// changes nothing here): an L2 flush for its VP meanwhile is queued on
+    /// its L2 queue and taken at its next entry. Only
+    /// [`Self::release_nested_context`] drops it. This is KVM's lifetime:
+    /// `copy_enlightened_to_vmcs12` (vmx/nested.c) and
+    /// `nested_svm_hv_update_vm_vp_ids` (svm/nested.c) set the nested
+    /// vm_id/vp_id at L2 entry; `nested_release_evmcs` clears them.
+    pub fn load_nested_context(
+        &self,
+        vcpu: usize,
+        context: NestedContext,
+    ) -> Result<(), EngineError> {
+        self.store_nested_context(vcpu, Some(context))
+    }
+
+    /// L1 released the enlightened VMCS (or VMCB) `vcpu` ran L2 with: a
+    /// VMPTRLD of another VMCS, VMCLEAR of it, VMXOFF, the vCPU's INIT or
+    /// RESET, or freed nested state. From now on no L2 flush targets the
+    /// vCPU until its next [`Self::load_nested_context`]. Flushes already
+    /// queued for it stay queued (over-flushing is allowed).
+    pub fn release_nested_context(&self, vcpu: usize) -> Result<(), EngineError> {
+        self.store_nested_context(vcpu, None)
+    }
+
+    fn store_nested_context(
         &self,
         vcpu: usize,
         context: Option<NestedContext>,
@@ -209,15 +239,18 @@ impl Partition {
         Ok(())
     }
 
-    /// The nested context of `vcpu`.
-    pub fn nested_context(&self, vcpu: usize) -> Option<NestedContext> {
+    /// The nested context loaded on `vcpu` (whether it runs L2 or L1 right
+    /// now), `None` before its first L2 entry or after a release.
+    pub fn loaded_nested_context(&self, vcpu: usize) -> Option<NestedContext> {
         self.slots.get(vcpu).and_then(|s| *lock(&s.nested))
     }
 
     /// Serves one hypercall exit of vCPU `caller`, running at `level`.
     ///
     /// Decodes, routes, queues, kicks running targets and waits until each
-    /// has left guest mode, then returns RAX. Allocation-free.
+    /// has left guest mode, then returns RAX. Allocation-free. Call it on
+    /// `caller`'s own vCPU thread, like every per-vCPU call: each vCPU's
+    /// counters have that one writer.
     pub fn handle_hypercall<R, M, K>(
         &self,
         caller: usize,
@@ -253,20 +286,18 @@ impl Partition {
         let served = if level == Level::L2 && path.is_some() && !self.l2_offered() {
             Err(HvStatus::ACCESS_DENIED)
         } else {
-            // Matched by reference: moving the ~800-byte request out of the
-            // `Result` was a memcpy per call.
-            match &crate::decode::decode(regs, mem, self.offer()) {
-                Ok(request) => {
-                    self.flush_routed(caller, level, request, kicker)
-                        .and_then(|l2_context| {
-                            if let Some(ctx) = l2_context {
-                                tlb_lock_count = tlb_lock_count_of(&ctx, mem)?;
-                            }
-                            Ok(request.rep_count)
-                        })
-                }
-                Err(status) => Err(*status),
-            }
+            // Built in place: moving the ~800-byte request was a memcpy
+            // per call.
+            let mut request = FlushRequest::UNSET;
+            crate::decode::decode_into(regs, mem, self.offer(), &mut request).and_then(|()| {
+                self.flush_routed(caller, level, &request, kicker)
+                    .and_then(|l2_context| {
+                        if let Some(ctx) = l2_context {
+                            tlb_lock_count = tlb_lock_count_of(&ctx, mem)?;
+                        }
+                        Ok(request.rep_count)
+                    })
+            })
         };
         let (status, reps) = match served {
             Ok(reps) => (HvStatus::SUCCESS, reps),
@@ -292,6 +323,15 @@ impl Partition {
         })
     }
 
+    /// A backend did not serve a hypercall instruction of `caller` (it
+    /// injected #UD, or GUEST_OS_ID was 0): counted, allocation-free, and
+    /// nothing is flushed.
+    pub fn hypercall_refused(&self, caller: usize, why: Refusal) -> Result<(), EngineError> {
+        let counters = &self.slot(caller)?.counters;
+        VcpuCounters::bump(&counters.refused[why as usize], 1);
+        Ok(())
+    }
+
     fn note_path_use(&self, caller: usize, path: FlushPath) {
         let bit = 1 << path.index();
         if self.used_paths.load(Relaxed) & bit == 0
@@ -304,8 +344,9 @@ impl Partition {
     /// The vCPUs a request from `caller` at `level` targets.
     ///
     /// L1: VP indices through the VP map (unknown VPs are ignored, like
-    /// KVM). L2: vCPUs whose nested context has the caller's vm_id and a
-    /// vp_id in the set, through the index (O(targets)).
+    /// KVM). L2: vCPUs whose loaded nested context has the caller's vm_id
+    /// and a vp_id in the set, whether they run L2 or L1 right now, through
+    /// the index (O(targets)).
     pub fn route(
         &self,
         caller: usize,
@@ -362,7 +403,8 @@ impl Partition {
         }
     }
 
-    /// Routes, queues and completes a decoded request from `caller`.
+    /// Routes, queues and completes a decoded request from `caller`, on
+    /// `caller`'s own thread (see [`Self::handle_hypercall`]).
     pub fn flush<K: VcpuKicker + ?Sized>(
         &self,
         caller: usize,

@@ -11,7 +11,9 @@ pub(crate) const OUTSIDE: u8 = 0;
 pub(crate) const IN_GUEST: u8 = 1;
 pub(crate) const STOPPED: u8 = 2;
 
-/// The nested (L2) context a vCPU currently runs, as the VMM reports it.
+/// The nested (L2) context loaded on a vCPU, as the VMM reports it: set at
+/// L2 entry, kept while the vCPU runs L1, cleared when L1 releases it
+/// (`Partition::load_nested_context`, `Partition::release_nested_context`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct NestedContext {
     /// L2 VM identifier (eVMCS/VMCB `vm_id`).

@@ -239,7 +239,7 @@ impl Call {
         } else {
             for (i, v) in q.iter().enumerate() {
                 // Parts outside RAM simply stay unwritten (unreadable input).
-                let _ = mem.write_obj(*v, GuestAddress(gpa + 8 * i as u64));
+                let _ = mem.write_obj(*v, GuestAddress(gpa.wrapping_add(8 * i as u64)));
             }
             regs.rdx = gpa;
             regs.r8 = 0;

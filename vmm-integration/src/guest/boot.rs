@@ -162,8 +162,8 @@ pub fn setup_memory(mem: &GuestMemoryMmap, layout: &GuestLayout) -> Result<(), B
         });
     }
     write_page_tables(mem, layout)?;
-    let tss = [0u8; TSS_SIZE as usize];
     write(mem, GDT_GPA, &gdt_bytes(), "GDT")?;
+    let tss = tss_bytes();
     write(mem, TSS_GPA, &tss, "TSS")?;
     write(
         mem,
@@ -393,6 +393,21 @@ fn entries_bytes(entries: &[u64; 512]) -> Vec<u8> {
     entries.iter().flat_map(|e| e.to_le_bytes()).collect()
 }
 
+/// Offset of the I/O map base in a 64-bit (and a 32-bit) TSS (Intel SDM
+/// Vol. 3A §8.7, Figure 8-11).
+const TSS_IO_MAP_BASE: usize = 0x66;
+
+/// The TSS: zero, but for an I/O map base past the segment limit, so the
+/// TSS has no I/O permission bitmap and ring 3 may use no port while IOPL
+/// is 0 (SDM Vol. 1 §19.5.2). An I/O map base of 0 (an all-zero TSS) would
+/// read the TSS's own zero bytes as the bitmap and grant ring 3 every port
+/// below 0x340, the hypercall port included.
+fn tss_bytes() -> [u8; TSS_SIZE as usize] {
+    let mut tss = [0u8; TSS_SIZE as usize];
+    tss[TSS_IO_MAP_BASE..TSS_IO_MAP_BASE + 2].copy_from_slice(&(TSS_SIZE as u16).to_le_bytes());
+    tss
+}
+
 /// Null, code, data, and the two slots of the 64-bit TSS descriptor.
 const GDT_ENTRIES: usize = 5;
 
@@ -503,6 +518,18 @@ mod tests {
         let layout = GuestLayout::new(MIN_MEMORY_SIZE, 2).unwrap();
         let mem = create_guest_memory(&layout).unwrap();
         (layout, mem)
+    }
+
+    // conformance: R35
+    #[test]
+    fn the_tss_grants_ring_3_no_port() {
+        let (layout, mem) = small();
+        setup_memory(&mem, &layout).unwrap();
+        let base: u16 = mem
+            .read_obj(GuestAddress(TSS_GPA + TSS_IO_MAP_BASE as u64))
+            .unwrap();
+        assert!(u64::from(base) > TSS_SIZE - 1, "I/O map base {base:#x}");
+        assert_eq!(RFLAGS_RESERVED & (3 << 12), 0, "IOPL 0");
     }
 
     #[test]

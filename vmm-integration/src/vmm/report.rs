@@ -182,6 +182,8 @@ impl RunReport {
             ("flush-all fallbacks", c.flush_all_fallbacks),
             ("kicks", c.kicks),
             ("unresponsive", c.unresponsive),
+            ("refused with #UD", c.invalid_opcode_injections),
+            ("refused, GUEST_OS_ID 0", c.calls_without_guest_os_id),
         ] {
             let _ = writeln!(out, "  {name:<28} {n:>10}");
         }

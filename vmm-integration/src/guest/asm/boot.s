@@ -48,7 +48,8 @@
 .equ BD_FAILED, BOOT_DATA + 0x24    # u32 1 once a failure was reported
 .equ BD_TR_LOCK, BOOT_DATA + 0x28   # u32 lock around ltr (one shared TSS descriptor)
 .equ BD_START_INFO, BOOT_DATA + 0x30    # u64 start_info GPA of the last boot
-.equ BD_TSS, BOOT_DATA + 0x100      # the (zero) 64-bit TSS, 104 bytes
+.equ BD_TSS, BOOT_DATA + 0x100      # the 64-bit TSS, 104 bytes: zero but its I/O map base
+.equ TSS_IO_MAP_BASE, 0x66          # past the limit (0x67): no I/O bitmap, ring 3 gets no port (SDM Vol. 1 §19.5.2)
 .equ BD_BOOT_STACK, BOOT_DATA + 0x1000  # stack top before the workload (boot failures call the printers)
 
 # ---- Xen public/arch-x86/hvm/start_info.h ----
@@ -311,6 +312,7 @@ boot_long64:
     pause
     jmp 1b
 2:  and byte ptr [BOOT_TSS_ACCESS], 0xfd
+    mov word ptr [BD_TSS + TSS_IO_MAP_BASE], 0x68
     mov eax, SEL_TSS
     ltr ax
     mov dword ptr [BD_TR_LOCK], 0

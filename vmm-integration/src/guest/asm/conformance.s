@@ -76,6 +76,53 @@
 .equ C_SKIPPED, PV_TMP + 32
 .equ CONCURRENT_ROUNDS, 3
 
+# ---- Gates (vCPU 0, after the table): faults are caught by an IDT ----
+# Per-vCPU counters and the recovery point the fault handlers jump to (an
+# emulated guest cannot rely on iretq: the handlers reset RSP and jump).
+.equ PV_UD, 0x1090              # u64 #UD caught
+.equ PV_GP, 0x1098              # u64 #GP caught
+.equ PV_RECOVER_RIP, 0x10A0     # u64 where a handler resumes
+.equ PV_RECOVER_RSP, 0x10A8     # u64 the stack it resumes with
+.equ PV_ENOSYS, 0x10B0          # u64 calls answered -KVM_ENOSYS
+.equ PV_UD_CALLS, 0x10B8        # u64 of PV_UD: hypercalls answered #UD
+# Shared area (vCPU 0 only).
+.equ SH_OLD_GDTR, 0x3C0         # 10 bytes: the boot GDT
+.equ SH_GDTR, 0x3D0             # 10 bytes: the copy with a 32-bit code segment
+.equ SH_IDTR, 0x3E0             # 10 bytes
+.equ SH_IDT, 0x400              # 14 gates of 16 bytes (vectors 0..13)
+.equ SH_GDT, 0x500              # copy of the boot GDT (at most 0xF8 bytes) + 1 entry
+.equ IDT_VECTORS, 14
+.equ VEC_UD, 6
+.equ VEC_GP, 13
+.equ GATE_INTR64, 0x8E00        # present, DPL 0, 64-bit interrupt gate, IST 0
+.equ DESC_CODE32, 0x00cf9b000000ffff
+.equ RAX_KVM_ENOSYS, -1000      # -KVM_ENOSYS (include/uapi/linux/kvm_para.h)
+# Failure codes of the gate phase (docs/guest-abi.md §8.3).
+.equ FAIL_NO_GP, 0x310          # a crash/reenlightenment/TSC-invariant MSR access did not #GP (RSI = MSR)
+.equ FAIL_NO_ENOSYS, 0x311      # a call with GUEST_OS_ID 0 did not return -KVM_ENOSYS
+.equ FAIL_COMPAT_SERVED, 0x312  # a call from compatibility mode was served (no #UD)
+.equ FAIL_GATE_COUNT, 0x313     # the handlers counted an unexpected fault
+.equ FAIL_GDT, 0x314            # the boot GDT is too large to copy
+.equ FAIL_RING3_SERVED, 0x315   # a call from ring 3 (IOPL 3) was served (no #UD)
+.equ FAIL_RING3_PORT, 0x316     # ring 3 with IOPL 0 reached the hypercall port (no #GP)
+.equ PV_SAVED_SS, 0x10C0        # u64 SS of the workload, restored after ring 3
+.equ PV_RING3_RAN, 0x10C8       # u64 set by ring-3 code after a call that returned
+.equ PV_RING3_GP, 0x10D0        # u64 ring-3 calls with IOPL 3 the host CPU refused (#GP)
+.equ PV_UD_RIP, 0x10D8          # u64 RIP the last #UD reported
+.equ FAIL_UD_RIP, 0x318         # the #UD of a refused call does not point at the stub's `out` (RDX = its RIP)
+.equ TSS_IO_MAP_BASE, 0x66
+.equ FAIL_TSS_PORTS, 0x317      # the start state's TSS has an I/O bitmap (RDX = I/O map base)
+.equ MSR_SYSENTER_CS, 0x174     # SYSEXIT (64-bit): CS = this + 32, SS = this + 40, RPL 3
+.equ RFLAGS_IOPL3, 3 << 12
+.equ PTE_USER, 1 << 2
+
+# Sets the recovery point of the fault handlers to label \at, keeping RSP.
+.macro RECOVER_AT at
+    lea rax, [rip + \at]
+    mov [r15 + PV_RECOVER_RIP], rax
+    mov [r15 + PV_RECOVER_RSP], rsp
+.endm
+
 WORKLOAD_BEGIN conformance
     WORKLOAD_ENTRY conformance
     call conformance_hv_init
@@ -98,6 +145,7 @@ conformance_table_done:
     mov rax, [r15 + C_SKIPPED]
     call conformance_print_hex
     PRINT conformance, conformance_s_newline
+    call conformance_gates
     mov qword ptr [r14 + SH_DONE], 1
     jmp conformance_concurrent
 
@@ -300,6 +348,323 @@ conformance_skip_case:
     PRINT conformance, conformance_s_no_high_vp
     ret
 
+
+# ---- Gate phase: what the VMM must refuse, caught by our own IDT ----
+conformance_gates:
+    call conformance_install_idt
+
+    # #GP for every crash, reenlightenment and TSC-invariant MSR, read and write.
+    lea rbx, [rip + conformance_gp_msrs]
+1:  mov ecx, [rbx]
+    test ecx, ecx
+    jz 4f
+    RECOVER_AT 2f
+    rdmsr
+    mov edi, FAIL_NO_GP
+    mov esi, [rbx]
+    xor edx, edx
+    jmp conformance_fail
+2:  mov ecx, [rbx]
+    RECOVER_AT 3f
+    xor eax, eax
+    xor edx, edx
+    wrmsr
+    mov edi, FAIL_NO_GP
+    mov esi, [rbx]
+    mov edx, 1
+    jmp conformance_fail
+3:  add rbx, 4
+    jmp 1b
+4:
+    # GUEST_OS_ID = 0 turns the Hyper-V interface off: a call through the
+    # stale hypercall page is KVM's own hypercall, RAX = -KVM_ENOSYS.
+    mov ecx, HV_MSR_GUEST_OS_ID
+    xor eax, eax
+    xor edx, edx
+    wrmsr
+    mov rdi, [r15 + PV_OTHERS]
+    xor edx, edx
+    call conformance_input_nonex
+    mov ecx, HVCALL_SPACE
+    call conformance_call_input_page
+    mov rsi, RAX_KVM_ENOSYS
+    mov edi, FAIL_NO_ENOSYS
+    mov rdx, rax
+    cmp rax, rsi
+    jne conformance_fail
+    inc qword ptr [r15 + PV_ENOSYS]
+    # Back on: identify again and re-enable the page (the VMM rewrites it).
+    mov ecx, HV_MSR_GUEST_OS_ID
+    mov eax, HV_GUEST_OS_ID_LOW
+    mov edx, HV_GUEST_OS_ID_HIGH
+    wrmsr
+    mov ecx, HV_MSR_HYPERCALL
+    lea rax, [r14 + SH_HYPERCALL_PAGE]
+    mov rdx, rax
+    shr rdx, 32
+    or eax, 1
+    wrmsr
+
+    # A call from compatibility mode (CS.L = 0, not 64-bit mode) gets #UD.
+    call conformance_gdt_with_code32
+    lea rax, [rip + conformance_compat]
+    mov [r15 + PV_TMP + 56], eax
+    mov ax, [r14 + SH_GDTR]
+    and eax, 0xfff8             # the appended descriptor's selector
+    mov [r15 + PV_TMP + 60], ax
+    lea rax, [r14 + SH_HYPERCALL_PAGE]
+    mov esi, eax                # stub address for the 32-bit call
+    RECOVER_AT 5f
+    mov rcx, HVCALL_SPACE
+    jmp fword ptr [r15 + PV_TMP + 56]
+5:  inc qword ptr [r15 + PV_UD_CALLS]
+    lgdt [r14 + SH_OLD_GDTR]
+    # The fault points at the calling instruction: the stub's `out`.
+    lea rsi, [r14 + SH_HYPERCALL_PAGE]
+    mov rdx, [r15 + PV_UD_RIP]
+    mov edi, FAIL_UD_RIP
+    cmp rdx, rsi
+    jne conformance_fail
+
+    # Ring 3: with IOPL 3 the `out` reaches the VMM, which must answer #UD
+    # (CPL > 0); with IOPL 0 the start state's TSS grants no port, so the
+    # CPU raises #GP before the VMM sees anything.
+    call conformance_prepare_ring3
+    mov ebx, RFLAGS_IOPL3
+    RECOVER_AT 6f
+    call conformance_enter_ring3
+6:  call conformance_leave_ring3
+    mov rdx, [r15 + PV_RING3_RAN]
+    xor esi, esi
+    mov edi, FAIL_RING3_SERVED
+    test rdx, rdx
+    jnz conformance_fail
+    # #UD: the VMM refused it (CPL 3). #GP at the `out`: the host refused
+    # the port before any exit (hosts whose ring 3 never reaches port I/O,
+    # whatever IOPL says, like this project's CI hosts); either way the
+    # call was not served.
+    mov rax, [r15 + PV_UD]
+    cmp rax, [r15 + PV_UD_CALLS]
+    jbe 8f
+    inc qword ptr [r15 + PV_UD_CALLS]
+    lea rsi, [r14 + SH_HYPERCALL_PAGE]
+    mov rdx, [r15 + PV_UD_RIP]
+    mov edi, FAIL_UD_RIP
+    cmp rdx, rsi
+    jne conformance_fail
+    jmp 9f
+8:  inc qword ptr [r15 + PV_RING3_GP]
+9:
+    mov rax, [r15 + PV_GP]
+    mov [r15 + PV_TMP + 48], rax
+    xor ebx, ebx
+    RECOVER_AT 7f
+    call conformance_enter_ring3
+7:  call conformance_leave_ring3
+    mov rdx, [r15 + PV_GP]
+    mov rsi, [r15 + PV_TMP + 48]
+    inc rsi
+    mov edi, FAIL_RING3_PORT
+    cmp rdx, rsi
+    jne conformance_fail
+    cmp qword ptr [r15 + PV_RING3_RAN], 0
+    jne conformance_fail
+
+    # Exactly the expected faults: 20 #GP from the MSRs, 1 from ring 3 with
+    # IOPL 0 (plus the host's refusal above, if any), one #UD per refused
+    # call.
+    mov rdx, [r15 + PV_GP]
+    mov esi, 21
+    add rsi, [r15 + PV_RING3_GP]
+    mov edi, FAIL_GATE_COUNT
+    cmp rdx, rsi
+    jne conformance_fail
+    mov rdx, [r15 + PV_UD]
+    mov rsi, [r15 + PV_UD_CALLS]
+    cmp rdx, rsi
+    jne conformance_fail
+    PRINT conformance, conformance_s_gates
+    mov rax, [r15 + PV_UD_CALLS]
+    call conformance_print_hex
+    PRINT conformance, conformance_s_gp
+    mov rax, [r15 + PV_GP]
+    call conformance_print_hex
+    PRINT conformance, conformance_s_enosys
+    mov rax, [r15 + PV_ENOSYS]
+    call conformance_print_hex
+    PRINT conformance, conformance_s_ring3_gp
+    mov rax, [r15 + PV_RING3_GP]
+    call conformance_print_hex
+    PRINT conformance, conformance_s_newline
+    ret
+
+# IDT with #UD and #GP gates (vectors 0..13; the others are not present).
+conformance_install_idt:
+    lea rbx, [r14 + SH_IDT]
+    mov edi, VEC_UD
+    lea rsi, [rip + conformance_ud_handler]
+    call conformance_set_gate
+    mov edi, VEC_GP
+    lea rsi, [rip + conformance_gp_handler]
+    call conformance_set_gate
+    mov word ptr [r14 + SH_IDTR], IDT_VECTORS * 16 - 1
+    mov [r14 + SH_IDTR + 2], rbx
+    lidt [r14 + SH_IDTR]
+    ret
+
+# Gate for vector EDI to handler RSI in the IDT at RBX, CS = the current CS.
+conformance_set_gate:
+    mov rax, rdi
+    shl rax, 4
+    add rax, rbx
+    mov [rax], si
+    mov dx, cs
+    mov [rax + 2], dx
+    mov word ptr [rax + 4], GATE_INTR64
+    mov rdx, rsi
+    shr rdx, 16
+    mov [rax + 6], dx
+    shr rdx, 16
+    mov [rax + 8], edx
+    mov dword ptr [rax + 12], 0
+    ret
+
+# Loads a copy of the current GDT with a flat 32-bit code descriptor
+# appended (its selector = the new limit & ~7); the old GDTR is kept.
+conformance_gdt_with_code32:
+    sgdt [r14 + SH_OLD_GDTR]
+    movzx ecx, word ptr [r14 + SH_OLD_GDTR]
+    inc ecx                     # bytes in the boot GDT
+    mov edi, FAIL_GDT
+    mov esi, 0xf8
+    mov edx, ecx
+    cmp ecx, esi
+    ja conformance_fail
+    mov rsi, [r14 + SH_OLD_GDTR + 2]
+    lea rdi, [r14 + SH_GDT]
+    xor eax, eax
+1:  mov rdx, [rsi + rax]
+    mov [rdi + rax], rdx
+    add eax, 8
+    cmp eax, ecx
+    jb 1b
+    mov rdx, DESC_CODE32
+    mov [rdi + rcx], rdx
+    add ecx, 7
+    mov [r14 + SH_GDTR], cx
+    mov [r14 + SH_GDTR + 2], rdi
+    lgdt [r14 + SH_GDTR]
+    ret
+
+
+# Ring 3 needs: user pages (U on the first 8 MiB of the identity map: code,
+# data areas, hypercall page), a ring-0 stack in the TSS (RSP0) for the
+# fault, SYSENTER_CS for SYSEXIT (which the emulator runs; iretq to ring 3
+# it does not), and the workload's SS to come back to.
+conformance_prepare_ring3:
+    mov ax, ss
+    mov [r15 + PV_SAVED_SS], rax
+    mov rax, cr3
+    and rax, -0x1000
+    or qword ptr [rax], PTE_USER        # PML4[0]
+    mov rax, [rax]
+    mov rdx, 0x000ffffffffff000
+    and rax, rdx
+    or qword ptr [rax], PTE_USER        # PDPT[0]
+    mov rax, [rax]
+    mov rdx, 0x000ffffffffff000
+    and rax, rdx
+    xor ecx, ecx
+1:  or qword ptr [rax + rcx * 8], PTE_USER   # PD[0..3]: 2 MiB pages
+    inc ecx
+    cmp ecx, 4
+    jb 1b
+    mov rax, cr3
+    mov cr3, rax
+    # TSS.RSP0 = 512 bytes below this stack (the handlers reset RSP).
+    str ax
+    movzx eax, ax
+    sgdt [r14 + SH_OLD_GDTR]
+    add rax, [r14 + SH_OLD_GDTR + 2]
+    movzx ecx, word ptr [rax + 2]
+    movzx edx, byte ptr [rax + 4]
+    shl edx, 16
+    or ecx, edx
+    movzx edx, byte ptr [rax + 7]
+    shl edx, 24
+    or ecx, edx
+    mov edx, [rax + 8]
+    shl rdx, 32
+    or rcx, rdx
+    # The start state grants ring 3 no port: I/O map base past the limit.
+    movzx edx, word ptr [rcx + TSS_IO_MAP_BASE]
+    mov esi, 0x68
+    mov edi, FAIL_TSS_PORTS
+    cmp edx, esi
+    jb conformance_fail
+    lea rax, [rsp - 512]
+    and rax, -16
+    mov [rcx + 4], rax
+    mov ecx, MSR_SYSENTER_CS
+    mov eax, 0x08
+    xor edx, edx
+    wrmsr
+    ret
+
+# Drops to ring 3 with IOPL = EBX >> 12 and calls the hypercall page there
+# (RCX = a Space call). Does not return: the fault handler resumes at the
+# recovery point.
+conformance_enter_ring3:
+    mov qword ptr [r15 + PV_RING3_RAN], 0
+    pushfq
+    and qword ptr [rsp], ~RFLAGS_IOPL3
+    or [rsp], rbx
+    popfq
+    lea rdx, [rip + conformance_ring3]
+    lea rcx, [r15 + PV_INPUT + 0xff0]
+    lea rsi, [r14 + SH_HYPERCALL_PAGE]
+    rex64 sysexit
+
+conformance_leave_ring3:
+    mov rax, [r15 + PV_SAVED_SS]
+    mov ss, ax
+    pushfq
+    and qword ptr [rsp], ~RFLAGS_IOPL3
+    popfq
+    ret
+
+conformance_ring3:
+    mov rcx, HVCALL_SPACE
+    call rsi
+    mov qword ptr [r15 + PV_RING3_RAN], 1
+    ud2
+
+conformance_ud_handler:
+    inc qword ptr [r15 + PV_UD]
+    mov rax, [rsp]              # RIP of the faulting instruction (#UD has no error code)
+    mov [r15 + PV_UD_RIP], rax
+    jmp 1f
+conformance_gp_handler:
+    inc qword ptr [r15 + PV_GP]
+1:  mov rsp, [r15 + PV_RECOVER_RSP]
+    jmp qword ptr [r15 + PV_RECOVER_RIP]
+
+# Compatibility mode: call the hypercall page (ESI) with RCX's low half.
+# The VMM must answer #UD at the `out`; if it serves the call instead, the
+# stub returns here and the vCPU fails.
+.code32
+conformance_compat:
+    call esi
+    mov eax, FAIL_COMPAT_SERVED
+    out PORT_EXIT, eax
+    ud2
+.code64
+
+    .balign 4
+conformance_gp_msrs:
+    .long 0x40000100, 0x40000101, 0x40000102, 0x40000103, 0x40000104, 0x40000105
+    .long 0x40000106, 0x40000107, 0x40000108, 0x40000118, 0
+
     ROUTINES conformance
 
     .balign 8
@@ -402,6 +767,14 @@ conformance_cases:
     CASE 82, HVCALL_LIST, BAD_INPUT, rsvd=RSVD_27, input=I_OUTSIDE, reps=1 # reserved before memory
 conformance_cases_end:
 
+conformance_s_gates:
+    .asciz "conformance: gates ud "
+conformance_s_gp:
+    .asciz " gp "
+conformance_s_enosys:
+    .asciz " enosys "
+conformance_s_ring3_gp:
+    .asciz " ring3-host-gp "
 conformance_s_passed:
     .asciz "conformance: cases passed "
 conformance_s_skipped:

@@ -10,6 +10,7 @@
 //!   [`KvmVcpuFlush::handle_rdmsr`], [`KvmVcpuFlush::handle_wrmsr`]), which
 //!   say whether the exit was theirs.
 
+mod gate;
 mod kicker;
 mod msrs;
 mod regs;
@@ -19,11 +20,15 @@ mod vm_setup;
 use std::sync::Arc;
 
 use hyperv_flush::abi::HvStatus;
-use hyperv_flush::engine::{EngineError, Level, Partition};
+use hyperv_flush::engine::{EngineError, Level, Partition, Refusal};
 use kvm_ioctls::{ReadMsrExit, SyncReg, VcpuFd, VmFd, WriteMsrExit};
 use thiserror::Error;
 use vm_memory::GuestAddressSpace;
 
+pub use gate::{
+    CallerMode, HypercallGate, KVM_ENOSYS, KVM_EPERM, RAX_KVM_ENOSYS, hypercall_gate,
+    inject_invalid_opcode,
+};
 pub use kicker::{
     KickError, KickRegistration, KvmKicker, VcpuKickers, install_kick_signal_handler,
 };
@@ -134,6 +139,8 @@ impl<A: GuestAddressSpace> KvmUserspaceFlush<A> {
         let record = StealTimeRecord::register(vcpu, &*self.mem.memory(), steal_time_gpa)
             .map_err(|e| UserspaceError::Executor(index, e))?;
         vcpu.set_sync_valid_reg(SyncReg::Register);
+        // CPL and mode of a hypercall's caller (the gates of `gate.rs`).
+        vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
         let kick = self
             .kicker
             .kickers()
@@ -222,23 +229,52 @@ impl<A: GuestAddressSpace> KvmVcpuFlush<A> {
     }
 
     /// A `KVM_EXIT_IO` out: serves the hypercall if `port` is the stub's.
+    ///
+    /// KVM's gates come first (`gate.rs`): while GUEST_OS_ID is 0 the
+    /// call is KVM's own hypercall (RAX = `-KVM_ENOSYS`, nothing flushed);
+    /// from CPL > 0 or outside 64-bit mode it gets #UD with RAX unchanged
+    /// and RIP back at the `out`. CPL and mode come from the system
+    /// registers synced with the exit (no ioctl); only the #UD path makes
+    /// ioctls.
     pub fn handle_io_out(&mut self, vcpu: &mut VcpuFd, port: u16, data: &[u8]) -> ExitHandled {
         if port != self.shared.port || data.len() != 1 {
             return ExitHandled::NotMine;
         }
         let shared = &self.shared;
-        let result = match KvmHypercallRegs::read(vcpu) {
-            Ok(mut regs) => shared
-                .partition
-                .handle_hypercall(
-                    self.index,
-                    Level::L1,
-                    &mut regs,
-                    &*shared.mem.memory(),
-                    &shared.kicker,
-                )
-                .map_or(HvStatus::INVALID_PARAMETER.to_result(0), |o| o.result),
-            Err(_) => HvStatus::INVALID_HYPERCALL_INPUT.to_result(0),
+        let synced = vcpu.sync_regs();
+        let mode = CallerMode::from_sregs(&synced.sregs, synced.regs.rflags);
+        let result = match hypercall_gate(mode, shared.msrs.guest_os_id()) {
+            HypercallGate::Serve => match KvmHypercallRegs::read(vcpu) {
+                Ok(mut regs) => shared
+                    .partition
+                    .handle_hypercall(
+                        self.index,
+                        Level::L1,
+                        &mut regs,
+                        &*shared.mem.memory(),
+                        &shared.kicker,
+                    )
+                    .map_or(HvStatus::INVALID_PARAMETER.to_result(0), |o| o.result),
+                Err(_) => HvStatus::INVALID_HYPERCALL_INPUT.to_result(0),
+            },
+            HypercallGate::NotHyperV { rax } => {
+                // The index was validated in `setup_vcpu`.
+                let _ = shared
+                    .partition
+                    .hypercall_refused(self.index, Refusal::NoGuestOsId);
+                rax
+            }
+            HypercallGate::InvalidOpcode => {
+                let _ = shared
+                    .partition
+                    .hypercall_refused(self.index, Refusal::InvalidOpcode);
+                let mem = shared.mem.memory();
+                match inject_invalid_opcode(vcpu, &*mem, port) {
+                    Ok(()) => return ExitHandled::Handled,
+                    // Could not inject: fail the call rather than serve it.
+                    Err(_) => HvStatus::ACCESS_DENIED.to_result(0),
+                }
+            }
         };
         vcpu.sync_regs_mut().regs.rax = result;
         vcpu.set_sync_dirty_reg(SyncReg::Register);

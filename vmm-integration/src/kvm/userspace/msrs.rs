@@ -2,7 +2,8 @@
 //! with KVM semantics (arch/x86/kvm/hyperv.c `kvm_hv_set_msr_pw`,
 //! `kvm_hv_get_msr`): GUEST_OS_ID, HYPERCALL (partition-wide) and
 //! VP_INDEX (per vCPU, read-only to the guest). Any other MSR of the
-//! 0x40000000-0x400000FF range, and `MSR_KVM_STEAL_TIME`, is #GP.
+//! 0x40000000-0x400001FF range (crash, reenlightenment and TSC-invariant
+//! MSRs included), and `MSR_KVM_STEAL_TIME`, is #GP.
 
 use std::sync::Mutex;
 
@@ -178,5 +179,21 @@ mod tests {
         assert_eq!(msrs.read(MSR_KVM_STEAL_TIME, Some(0)), MsrOutcome::Fault);
         assert_eq!(msrs.read(msr::VP_INDEX, Some(7)), MsrOutcome::Done(7));
         assert_eq!(msrs.read(0x10, Some(0)), MsrOutcome::NotMine);
+        assert_eq!(msrs.read(0x4000_0200, Some(0)), MsrOutcome::NotMine);
+    }
+
+    // conformance: R37
+    #[test]
+    fn crash_reenlightenment_and_tsc_invariant_msrs_fault() {
+        let (m, msrs) = (mem(), HypervMsrs::new(0x99));
+        msrs.write(msr::GUEST_OS_ID, 1, &m);
+        let range = (msr::CRASH_FIRST..=msr::CRASH_LAST)
+            .chain(msr::REENLIGHTENMENT_CONTROL..=msr::TSC_EMULATION_STATUS)
+            .chain([msr::TSC_INVARIANT_CONTROL, msr::SYNTHETIC_LAST]);
+        for index in range {
+            assert!(HypervMsrs::owns(index), "{index:#x}");
+            assert_eq!(msrs.read(index, Some(0)), MsrOutcome::Fault, "{index:#x}");
+            assert_eq!(msrs.write(index, 1, &m), MsrOutcome::Fault, "{index:#x}");
+        }
     }
 }

@@ -1,7 +1,10 @@
 //! VM-wide KVM setup of the userspace path: MSR exits for the Hyper-V
-//! range, and an MSR filter that (a) forces those exits even where the
-//! kernel has in-kernel Hyper-V and (b) hides `MSR_KVM_STEAL_TIME` from the
-//! guest, so it cannot move or disable the flush executor's records.
+//! range, and an MSR filter that (a) forces those exits for the whole
+//! synthetic range a guest can reach, 0x40000000-0x400001FF, even where
+//! the kernel has in-kernel Hyper-V (whose crash, reenlightenment and
+//! TSC-invariant MSRs would otherwise answer behind the component's back),
+//! and (b) hides `MSR_KVM_STEAL_TIME` from the guest, so it cannot move or
+//! disable the flush executor's records.
 
 use kvm_bindings::{
     KVM_CAP_X86_USER_SPACE_MSR, KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_UNKNOWN,
@@ -40,7 +43,7 @@ pub fn setup_msr_exits(vm: &VmFd) -> Result<(), VmSetupError> {
 
     // A zero bit denies the access, which then exits to userspace.
     let synthetic_count = msr::SYNTHETIC_LAST - msr::SYNTHETIC_FIRST + 1;
-    let deny_synthetic = [0u8; 32];
+    let deny_synthetic = [0u8; ((msr::SYNTHETIC_LAST - msr::SYNTHETIC_FIRST + 1) / 8) as usize];
     let deny_one = [0u8; 1];
     let both = MsrFilterRangeFlags::READ | MsrFilterRangeFlags::WRITE;
     let ranges = [
