@@ -49,7 +49,7 @@
 .equ BD_TR_LOCK, BOOT_DATA + 0x28   # u32 lock around ltr (one shared TSS descriptor)
 .equ BD_START_INFO, BOOT_DATA + 0x30    # u64 start_info GPA of the last boot
 .equ BD_TSS, BOOT_DATA + 0x100      # the 64-bit TSS, 104 bytes: zero but its I/O map base
-.equ TSS_IO_MAP_BASE, 0x66          # past the limit (0x67): no I/O bitmap, ring 3 gets no port (SDM Vol. 1 §19.5.2)
+.equ TSS_IO_MAP_BASE, 0x66          # offset of the I/O map base; 0x68 there is past the limit (0x67): no I/O bitmap, ring 3 gets no port (SDM Vol. 1 §19.5.2)
 .equ BD_BOOT_STACK, BOOT_DATA + 0x1000  # stack top before the workload (boot failures call the printers)
 
 # ---- Xen public/arch-x86/hvm/start_info.h ----
