@@ -268,7 +268,7 @@ fn a_vmm_that_ignores_the_exit_port_gets_one_line_and_a_power_off() {
 /// The same ELF and parameter block in Cloud Hypervisor, when the path of a
 /// `cloud-hypervisor` binary is in `HVFLUSH_CLOUD_HYPERVISOR` (none is
 /// installed in CI). Only `abi-selftest` can pass there: the other workloads
-/// need Hyper-V, which Cloud Hypervisor cannot offer on these hosts (FINDINGS §6).
+/// need Hyper-V, which Cloud Hypervisor cannot offer on these hosts (docs/host-facts.md §6).
 ///
 /// Opt-in, so `cargo test` lists it as ignored rather than passing it
 /// without running: `HVFLUSH_CLOUD_HYPERVISOR=/path/to/cloud-hypervisor

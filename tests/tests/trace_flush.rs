@@ -4,7 +4,7 @@
 //! instance follows this test's threads and records two host tracepoints:
 //! `kvm:kvm_pv_tlb_flush`, which fires whenever a vCPU goes into the guest
 //! and says whether KVM flushed its TLB first (`record_steal_time()`,
-//! Linux arch/x86/kvm/x86.c; FINDINGS §1-2), and `kvm:kvm_pio` for every
+//! Linux arch/x86/kvm/x86.c; docs/host-facts.md §1-2), and `kvm:kvm_pio` for every
 //! port write (the initiator's trap, and proof that a vCPU ran guest code).
 //! An engine observer records when each flush request completed
 //! (CLOCK_MONOTONIC, the trace's `mono` clock).
@@ -53,7 +53,7 @@ const BUFFER_KB: u32 = 16384;
 /// Largest trace text the test reads (the buffers are smaller).
 const MAX_TRACE_BYTES: u64 = 512 << 20;
 const VCPUS: u32 = 4;
-/// Only a hang should ever hit it (guest code is emulated, FINDINGS §1).
+/// Only a hang should ever hit it (guest code is emulated, docs/host-facts.md §1).
 const RUN_TIMEOUT: Duration = Duration::from_secs(50);
 
 /// One VM at a time: each run is traced on its own instance anyway, but two

@@ -36,7 +36,7 @@ use vmm_integration::kvm::userspace::{
     CallerMode, HypercallGate, hypercall_gate, inject_invalid_opcode,
 };
 
-/// Generous: guest instructions are emulated on our hosts (FINDINGS §1), and
+/// Generous: guest instructions are emulated on our hosts (docs/host-facts.md §1), and
 /// other jobs share the machine. Only a hang should ever hit it.
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// Port the stand-in's hypercall page traps to (`out 0x6b, al; ret`).
@@ -162,7 +162,7 @@ fn kvm_or_skip() -> Option<Kvm> {
     }
 }
 
-/// Hyper-V leaves as a Linux guest wants them (FINDINGS §3-4), replacing KVM's own.
+/// Hyper-V leaves as a Linux guest wants them (docs/host-facts.md §3-4), replacing KVM's own.
 fn hyperv_leaves(offer: &Offer) -> Vec<kvm_cpuid_entry2> {
     let sig = |s: &[u8; 4]| u32::from_le_bytes(*s);
     let leaf = |function, eax, ebx, ecx, edx| kvm_cpuid_entry2 {
@@ -337,7 +337,7 @@ fn boot(kvm: &Kvm, config: &RunConfig) -> RunResult {
     let layout = GuestLayout::new(config.memory, vcpus).unwrap();
     let vm = kvm.create_vm().unwrap();
     // With an in-kernel irqchip, APs wait for INIT/SIPI unless made RUNNABLE
-    // (configure_vcpu does that; FINDINGS §1).
+    // (configure_vcpu does that; docs/host-facts.md §1).
     vm.create_irq_chip().unwrap();
     let mem = create_guest_memory(&layout).unwrap();
     setup_memory(&mem, &layout).unwrap();

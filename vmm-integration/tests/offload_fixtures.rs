@@ -167,7 +167,7 @@ fn sig_regs(s: &[u8; 12]) -> (u32, u32, u32) {
     (w(0), w(4), w(8))
 }
 
-/// The TLFS/KVM rules restated from FINDINGS §3-4, independent of
+/// The TLFS/KVM rules restated from docs/host-facts.md §3-4, independent of
 /// `compose`: what the guest must see for `config` once the decision says
 /// which features are available.
 fn expected_offload(

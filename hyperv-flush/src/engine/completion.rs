@@ -14,7 +14,7 @@
 //! either the target sees the pending flag (it flushes before entering) or
 //! the initiator sees the target in the guest (and kicks it).
 //! Targets outside the guest are never woken: they flush on their way in.
-//! Verified end to end on KVM with tracepoints (FINDINGS §2) and by the
+//! Verified end to end on KVM with tracepoints (docs/host-facts.md §2) and by the
 //! loom model in `tests/loom_completion.rs`.
 
 use std::time::Duration;

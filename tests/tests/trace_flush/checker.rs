@@ -261,7 +261,7 @@ pub(crate) fn check(
         summary.requests += 1;
         let caller = per.get(c.caller).unwrap_or(&empty);
         // T0: the printed µs of the write is at most its true time, and the
-        // write precedes Tc by a whole exit round trip (FINDINGS §1: ~10 µs).
+        // write precedes Tc by a whole exit round trip (docs/host-facts.md §1: ~10 µs).
         let tc_floor = c.at_ns - c.at_ns % 1000;
         let t0 = last_before(&caller.port_writes, |i| events[i].ts_ns < tc_floor);
         let Some(t0) = t0 else {

@@ -68,7 +68,7 @@ pub struct KvmHypervCaps {
     pub nested_state: bool,
 }
 
-/// What the KVM userspace flush path needs (FINDINGS §1-2).
+/// What the KVM userspace flush path needs (docs/host-facts.md §1-2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvmUserspaceCaps {
     /// `KVM_CAP_X86_USER_SPACE_MSR` (188).

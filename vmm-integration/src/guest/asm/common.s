@@ -6,7 +6,7 @@
 # section: only RIP-relative references to labels inside that blob, no absolute
 # relocations. Guest code runs in KVM's instruction emulator on our hosts, so it
 # only uses plain integer instructions, lock xadd, pause, cpuid, rdmsr/wrmsr,
-# out, and movdqu for XMM loads (FINDINGS §1: movq xmm, r64 is not emulated).
+# out, and movdqu for XMM loads (docs/host-facts.md §1: movq xmm, r64 is not emulated).
 #
 # Register conventions inside workloads (kept across every routine below):
 #   r12 = vCPU index, r13 = vCPU count, rbp = control page GPA,

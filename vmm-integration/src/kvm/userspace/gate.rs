@@ -92,7 +92,7 @@ pub fn hypercall_gate(mode: CallerMode, guest_os_id: u64) -> HypercallGate {
 ///
 /// Where the exit reports RIP past the 2-byte `out imm8` (KVM's
 /// instruction emulator, which this project's CI hosts run guest code in,
-/// FINDINGS §1), RIP is moved back onto it, so the fault points at the
+/// docs/host-facts.md §1), RIP is moved back onto it, so the fault points at the
 /// calling instruction as KVM's #UD for VMCALL does (`kvm_hv_hypercall`
 /// queues the exception without skipping the instruction). The two bytes
 /// before RIP tell: `E6 <port>` there (read through `KVM_TRANSLATE`) means

@@ -1,5 +1,5 @@
 //! The flush executor on KVM without in-kernel Hyper-V: KVM's PV TLB
-//! flush through the steal-time record (FINDINGS §2; Linux
+//! flush through the steal-time record (docs/host-facts.md §2; Linux
 //! arch/x86/kvm/x86.c `record_steal_time`, which `xchg`s the `preempted`
 //! byte to 0 at every entry and flushes the guest TLB if bit 1 was set).
 
@@ -141,7 +141,7 @@ impl StealTimeRecord {
     }
 
     /// Target's own thread, outside `KVM_RUN`: requests a full flush at the
-    /// next entry. Only the target's thread may do this (FINDINGS §2: KVM
+    /// next entry. Only the target's thread may do this (docs/host-facts.md §2: KVM
     /// overwrites the byte while the vCPU is inside `KVM_RUN`).
     pub fn arm_flush<M: GuestMemory + ?Sized>(&self, mem: &M) -> Result<(), StealTimeError> {
         self.with_byte(mem, |b| {
@@ -194,7 +194,7 @@ mod tests {
         (mem, StealTimeRecord { gpa })
     }
 
-    // The host never reports PREEMPTED on our CI hosts (FINDINGS §2), so
+    // The host never reports PREEMPTED on our CI hosts (docs/host-facts.md §2), so
     // the initiator's shortcut is tested against a simulated record.
     #[test]
     fn preempted_record_takes_the_flush_bit_without_a_kick() {
