@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{Call, INPUT_GPA, Mem, RecordingKicker, VpSet, memory};
-use hyperv_flush::abi::{GvaRange, HvCallCode, HvStatus};
+use common::{Call, INPUT_GPA, RecordingKicker, VpSet, call, memory, pages, ranges, routed};
+use hyperv_flush::abi::{HvCallCode, HvStatus};
 use hyperv_flush::decode::{FlushCall, ProcessorSet};
 use hyperv_flush::engine::{
     EngineError, FlushObserver, FlushPath, InputKind, Level, NestedContext, Partition,
@@ -33,39 +33,11 @@ fn sparse(vps: &[u32]) -> ProcessorSet {
     ProcessorSet::from_vps(vps)
 }
 
-fn routed(p: &Partition, caller: usize, level: Level, set: &ProcessorSet) -> Vec<usize> {
-    let mut out = VcpuSet::default();
-    p.route(caller, level, set, &mut out).expect("route");
-    out.iter().collect()
-}
-
 /// A List call (memory input) from `caller` to the VPs in `mask`.
 fn list_call(mask: u64, gvas: Vec<u64>) -> Call {
     Call::new(FlushCall::List, false)
         .vps(VpSet::Mask(mask))
         .gvas(gvas)
-}
-
-fn call(
-    p: &Partition,
-    mem: &Mem,
-    caller: usize,
-    level: Level,
-    c: &Call,
-    kicker: &dyn VcpuKicker,
-) -> HvStatus {
-    let mut regs = c.place(mem, INPUT_GPA);
-    p.handle_hypercall(caller, level, &mut regs, mem, kicker)
-        .expect("caller exists")
-        .status
-}
-
-fn pages(n: u64) -> Vec<u64> {
-    (0..n).map(|i| 0x7000_0000 + (i << 12)).collect()
-}
-
-fn ranges(gvas: &[u64]) -> Vec<GvaRange> {
-    gvas.iter().map(|g| GvaRange::from_simple(*g)).collect()
 }
 
 // conformance: R26

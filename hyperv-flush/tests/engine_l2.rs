@@ -8,12 +8,12 @@
 #[allow(dead_code)]
 mod common;
 
-use common::{Call, HOLE, INPUT_GPA, Mem, RecordingKicker, VpSet, memory};
-use hyperv_flush::abi::{GvaRange, HvStatus};
+use common::{Call, HOLE, INPUT_GPA, RecordingKicker, VpSet, call, memory, pages, ranges, routed};
+use hyperv_flush::abi::HvStatus;
 use hyperv_flush::decode::{FlushCall, ProcessorSet};
 use hyperv_flush::engine::{
     EngineError, FlushPath, InputKind, Level, NestedContext, Partition, PartitionConfig,
-    QueuedFlush, VcpuKicker, VcpuSet,
+    QueuedFlush, VcpuSet,
 };
 use vm_memory::{Bytes, GuestAddress};
 
@@ -25,34 +25,6 @@ fn l2_partition(vcpus: usize) -> Partition {
 
 fn sparse(vps: &[u32]) -> ProcessorSet {
     ProcessorSet::from_vps(vps)
-}
-
-fn routed(p: &Partition, caller: usize, level: Level, set: &ProcessorSet) -> Vec<usize> {
-    let mut out = VcpuSet::default();
-    p.route(caller, level, set, &mut out).expect("route");
-    out.iter().collect()
-}
-
-fn call(
-    p: &Partition,
-    mem: &Mem,
-    caller: usize,
-    level: Level,
-    c: &Call,
-    kicker: &dyn VcpuKicker,
-) -> HvStatus {
-    let mut regs = c.place(mem, INPUT_GPA);
-    p.handle_hypercall(caller, level, &mut regs, mem, kicker)
-        .expect("caller exists")
-        .status
-}
-
-fn pages(n: u64) -> Vec<u64> {
-    (0..n).map(|i| 0x7000_0000 + (i << 12)).collect()
-}
-
-fn ranges(gvas: &[u64]) -> Vec<GvaRange> {
-    gvas.iter().map(|g| GvaRange::from_simple(*g)).collect()
 }
 
 const ASSIST_GPA: u64 = 0x3000;

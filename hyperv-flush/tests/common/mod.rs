@@ -6,9 +6,11 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hyperv_flush::abi::{HV_GENERIC_SET_ALL, HV_GENERIC_SET_SPARSE_4K, HypercallControl};
-use hyperv_flush::decode::{FlushCall, HypercallRegisters};
-use hyperv_flush::engine::VcpuKicker;
+use hyperv_flush::abi::{
+    GvaRange, HV_GENERIC_SET_ALL, HV_GENERIC_SET_SPARSE_4K, HvStatus, HypercallControl,
+};
+use hyperv_flush::decode::{FlushCall, HypercallRegisters, ProcessorSet};
+use hyperv_flush::engine::{Level, Partition, VcpuKicker, VcpuSet};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// The test guest's memory.
@@ -269,4 +271,36 @@ impl RecordingKicker {
     pub fn count(&self) -> usize {
         self.count.load(Ordering::SeqCst)
     }
+}
+
+/// The vCPUs `set` routes to from `caller` at `level`, in order.
+pub fn routed(p: &Partition, caller: usize, level: Level, set: &ProcessorSet) -> Vec<usize> {
+    let mut out = VcpuSet::default();
+    p.route(caller, level, set, &mut out).expect("route");
+    out.iter().collect()
+}
+
+/// Places `c` in guest memory and makes the call from `caller`.
+pub fn call(
+    p: &Partition,
+    mem: &Mem,
+    caller: usize,
+    level: Level,
+    c: &Call,
+    kicker: &dyn VcpuKicker,
+) -> HvStatus {
+    let mut regs = c.place(mem, INPUT_GPA);
+    p.handle_hypercall(caller, level, &mut regs, mem, kicker)
+        .expect("caller exists")
+        .status
+}
+
+/// `n` page-aligned GVAs, one page apart.
+pub fn pages(n: u64) -> Vec<u64> {
+    (0..n).map(|i| 0x7000_0000 + (i << 12)).collect()
+}
+
+/// The one-page ranges of `gvas`.
+pub fn ranges(gvas: &[u64]) -> Vec<GvaRange> {
+    gvas.iter().map(|g| GvaRange::from_simple(*g)).collect()
 }
