@@ -9,6 +9,71 @@
 //! * the exit handlers ([`KvmVcpuFlush::handle_io_out`],
 //!   [`KvmVcpuFlush::handle_rdmsr`], [`KvmVcpuFlush::handle_wrmsr`]), which
 //!   say whether the exit was theirs.
+//!
+//! # Example
+//!
+//! The whole integration, for one vCPU (a VMM runs the vCPU part on each
+//! vCPU's own thread; `vmm::vcpu_thread` is the reference loop):
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use hyperv_flush::engine::{Partition, PartitionConfig};
+//! use kvm_ioctls::{Kvm, VcpuExit};
+//! use vm_memory::{GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
+//! use vmm_integration::kvm::userspace::{
+//!     ExitHandled, KvmUserspaceFlush, UserspaceOptions, VcpuKickers,
+//!     install_kick_signal_handler,
+//! };
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let kvm = Kvm::new()?;
+//! let vm = kvm.create_vm()?;
+//! let ram = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 64 << 20)])?;
+//! // (register `ram` with KVM, load the guest, set CPUID: the VMM's job)
+//! let partition = Arc::new(Partition::new(PartitionConfig::new(1))?);
+//! let signal = vmm_sys_util::signal::SIGRTMIN();
+//! install_kick_signal_handler(signal)?;
+//! let kickers = Arc::new(VcpuKickers::new(1, signal));
+//! // 1. Once per VM.
+//! let flush = KvmUserspaceFlush::setup_vm(
+//!     &vm,
+//!     partition,
+//!     GuestMemoryAtomic::new(ram),
+//!     kickers,
+//!     UserspaceOptions { hypercall_port: 0x99 },
+//! )?;
+//! // 2. On the vCPU's thread, before its first KVM_RUN: its steal-time
+//! //    record lives in VMM-owned memory the guest is not told about.
+//! let mut vcpu = vm.create_vcpu(0)?;
+//! let mut hooks = flush.setup_vcpu(&mut vcpu, 0, 0x9000)?;
+//! loop {
+//!     // 3. Around every KVM_RUN.
+//!     hooks.before_entry(&vcpu)?;
+//!     let exit = vcpu.run();
+//!     hooks.after_exit();
+//!     // 4. The exits: ours first, "not mine" falls through to the VMM.
+//!     let handled = match exit {
+//!         Ok(VcpuExit::IoOut(port, data)) => {
+//!             // Copied out of kvm_run, so the vCPU can be borrowed again.
+//!             let mut buf = [0u8; 8];
+//!             let len = data.len().min(buf.len());
+//!             buf[..len].copy_from_slice(&data[..len]);
+//!             hooks.handle_io_out(&mut vcpu, port, &buf[..len])
+//!         }
+//!         Ok(VcpuExit::X86Rdmsr(mut e)) => hooks.handle_rdmsr(&mut e),
+//!         Ok(VcpuExit::X86Wrmsr(mut e)) => hooks.handle_wrmsr(&mut e),
+//!         _ => break,
+//!     };
+//!     if handled == ExitHandled::NotMine {
+//!         break; // the VMM's own device model
+//!     }
+//! }
+//! // 5. Dropping the hooks unregisters the vCPU (marked stopped, no kick).
+//! drop(hooks);
+//! # Ok(())
+//! # }
+//! ```
 
 mod gate;
 mod kicker;
