@@ -12,9 +12,9 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
-use crate::config::HypervFlushUpdate;
 use crate::model::{CountersReport, FlushInfo, PingResponse, UpdateOutcome};
-use crate::server::{COUNTERS_PATH, FLUSH_PATH, PING_PATH};
+use crate::service::{COUNTERS_PATH, FLUSH_PATH, PING_PATH};
+use hvflush_config::HypervFlushUpdate;
 
 /// Largest response body the client reads.
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;

@@ -1,18 +1,28 @@
-//! Configuration, REST API, event monitor and client for `hyperv-flush`.
+//! The REST API model, the [`FlushService`] contract, the event monitor
+//! and, behind features, the HTTP server (`server`) and the client and
+//! `hvflush-remote` (`client`).
+//!
+//! A VMM's lowest crate links it with `default-features = false`: the
+//! model, the service trait and the event monitor, with no HTTP stack.
 #![deny(missing_docs)]
 
+#[cfg(feature = "client")]
 pub mod client;
-pub mod config;
-pub mod config_file;
+pub mod counters;
+pub mod error_chain;
 pub mod events;
-pub mod hypercall_port;
 pub mod model;
-pub mod option;
+#[cfg(feature = "client")]
+pub mod remote;
+#[cfg(feature = "server")]
 pub mod server;
+pub mod service;
 
+#[cfg(feature = "client")]
 pub use client::{ApiClient, ClientError};
-pub use config::{HypervFlushConfig, HypervFlushUpdate};
-pub use config_file::{load_vm_config, merge_config};
+pub use counters::EngineCounters;
+pub use error_chain::{error_chain, error_line};
 pub use events::{Event, EventMonitor};
-pub use option::{ApiSocketConfig, EventMonitorConfig};
-pub use server::{ApiServer, ApiServerError, FlushService, ServerLimits};
+#[cfg(feature = "server")]
+pub use server::{ApiServer, ApiServerError, ServerLimits};
+pub use service::FlushService;

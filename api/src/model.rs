@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{FlushMode, HypervFlushConfig};
+use crate::counters::EngineCounters;
+
+use hvflush_config::{FlushMode, HypervFlushConfig};
 
 /// `GET /api/v1/vmm.ping`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,48 +180,48 @@ pub enum FlushCall {
 /// property of `path-first-use` (`l1-space`, ..., `l2-list-ex`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
-pub struct FlushPath {
+pub struct CallPath {
     /// The level.
     pub level: Level,
     /// The call.
     pub call: FlushCall,
 }
 
-impl FlushPath {
+impl CallPath {
     /// Every path, in report order.
-    pub const ALL: [FlushPath; 8] = {
+    pub const ALL: [CallPath; 8] = {
         use FlushCall::*;
         use Level::*;
         [
-            FlushPath {
+            CallPath {
                 level: L1,
                 call: Space,
             },
-            FlushPath {
+            CallPath {
                 level: L1,
                 call: List,
             },
-            FlushPath {
+            CallPath {
                 level: L1,
                 call: SpaceEx,
             },
-            FlushPath {
+            CallPath {
                 level: L1,
                 call: ListEx,
             },
-            FlushPath {
+            CallPath {
                 level: L2,
                 call: Space,
             },
-            FlushPath {
+            CallPath {
                 level: L2,
                 call: List,
             },
-            FlushPath {
+            CallPath {
                 level: L2,
                 call: SpaceEx,
             },
-            FlushPath {
+            CallPath {
                 level: L2,
                 call: ListEx,
             },
@@ -241,13 +243,13 @@ impl FlushPath {
     }
 }
 
-impl From<FlushPath> for String {
-    fn from(p: FlushPath) -> String {
+impl From<CallPath> for String {
+    fn from(p: CallPath) -> String {
         p.as_str().to_owned()
     }
 }
 
-impl TryFrom<String> for FlushPath {
+impl TryFrom<String> for CallPath {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         Self::ALL
@@ -310,24 +312,12 @@ pub struct LatencyReport {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CountersReport {
     /// Hypercalls per path (all eight paths are always present).
-    pub hypercalls: BTreeMap<FlushPath, PathCounts>,
+    pub hypercalls: BTreeMap<CallPath, PathCounts>,
     /// Completions per HV status, keyed by [`status_key`] (`0x0006`).
     pub statuses: BTreeMap<String, StatusCount>,
-    /// Target vCPUs addressed, summed over the hypercalls.
-    pub targets: u64,
-    /// Per-vCPU flushes queued.
-    pub flushes_requested: u64,
-    /// Per-vCPU flushes the host confirmed it carried out.
-    pub flushes_executed: u64,
-    /// Times the flush executor found a vCPU's registration with the host
-    /// dropped (an INIT or RESET of that vCPU) and restored it.
-    pub executor_repairs: u64,
-    /// Requests turned into a flush-all (queue full, too many entries).
-    pub flush_all_fallbacks: u64,
-    /// Kicks sent to running target vCPUs.
-    pub kicks: u64,
-    /// Times a target did not leave guest mode in time.
-    pub unresponsive_vcpus: u64,
+    /// The engine's scalar counters (flattened: `targets`, `kicks`, ...).
+    #[serde(flatten)]
+    pub engine: EngineCounters,
     /// Hypercall latency.
     pub latency: LatencyReport,
     /// Events the event monitor dropped under pressure.
@@ -365,18 +355,12 @@ pub fn status_key(code: u16) -> String {
 impl Default for CountersReport {
     fn default() -> Self {
         Self {
-            hypercalls: FlushPath::ALL
+            hypercalls: CallPath::ALL
                 .into_iter()
                 .map(|p| (p, PathCounts::default()))
                 .collect(),
             statuses: BTreeMap::new(),
-            targets: 0,
-            flushes_requested: 0,
-            flushes_executed: 0,
-            executor_repairs: 0,
-            flush_all_fallbacks: 0,
-            kicks: 0,
-            unresponsive_vcpus: 0,
+            engine: EngineCounters::default(),
             latency: LatencyReport::default(),
             events_dropped: 0,
             kernel: None,
@@ -386,7 +370,7 @@ impl Default for CountersReport {
 
 impl CountersReport {
     /// Adds `count` hypercalls of `path` with `input`.
-    pub fn add_hypercalls(&mut self, path: FlushPath, input: HypercallInput, count: u64) {
+    pub fn add_hypercalls(&mut self, path: CallPath, input: HypercallInput, count: u64) {
         let counts = self.hypercalls.entry(path).or_default();
         match input {
             HypercallInput::Memory => counts.memory += count,

@@ -6,15 +6,16 @@ use std::os::fd::IntoRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use hvflush_api::config::{FlushMode, HypervFlushConfig};
+use hvflush_config::{FlushMode, HypervFlushConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use hvflush_api::EngineCounters;
 use hvflush_api::events::{
     Event, EventKind, EventMonitor, FlushStats, MonitorOptions, SummaryTicker, parse_event_stream,
 };
-use hvflush_api::model::{CountersReport, FlushCall, FlushPath, HypercallInput, Level};
-use hvflush_api::option::EventMonitorConfig;
+use hvflush_api::model::{CallPath, CountersReport, FlushCall, HypercallInput, Level};
+use hvflush_config::option::EventMonitorConfig;
 use serde_json::Value;
 
 /// Splits the file into events: pretty-printed objects separated by one
@@ -58,13 +59,16 @@ fn golden_file_format_and_every_event() {
         l1: false,
         ..old.clone()
     };
-    let l1_list_ex = FlushPath {
+    let l1_list_ex = CallPath {
         level: Level::L1,
         call: FlushCall::ListEx,
     };
     let stats = FlushStats {
         hypercalls: 5,
-        kicks: 2,
+        engine: EngineCounters {
+            kicks: 2,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let events = [
@@ -179,7 +183,7 @@ fn full_queue_drops_and_the_next_summary_reports_it() {
         ..MonitorOptions::default()
     };
     let monitor = EventMonitor::open(&config, options).unwrap();
-    let path = FlushPath::ALL[0];
+    let path = CallPath::ALL[0];
     let mut refused = 0u64;
     let mut sent = 0u64;
     // Bounded: a socket buffer holds a few thousand events at most.
@@ -297,11 +301,9 @@ fn summaries_count_since_the_previous_one() {
     let source = kicks.clone();
     // An hour-long interval: only summary_now() and stop() emit here.
     let ticker = SummaryTicker::start(monitor.clone(), Duration::from_secs(3600), move || {
-        let mut c = CountersReport {
-            kicks: source.load(Ordering::SeqCst),
-            ..Default::default()
-        };
-        c.add_hypercalls(FlushPath::ALL[0], HypercallInput::Memory, c.kicks * 2);
+        let mut c = CountersReport::default();
+        c.engine.kicks = source.load(Ordering::SeqCst);
+        c.add_hypercalls(CallPath::ALL[0], HypercallInput::Memory, c.engine.kicks * 2);
         c
     })
     .unwrap();
@@ -309,7 +311,7 @@ fn summaries_count_since_the_previous_one() {
     ticker.summary_now();
     kicks.store(12, Ordering::SeqCst);
     let totals = ticker.stop();
-    assert_eq!((totals.kicks, totals.hypercalls), (12, 24));
+    assert_eq!((totals.engine.kicks, totals.hypercalls), (12, 24));
     monitor.shutdown(Event::shutdown(&totals)).unwrap();
     let events = parse_events(&std::fs::read_to_string(&path).unwrap());
     let names: Vec<&str> = events

@@ -28,7 +28,7 @@ fn json_output_is_the_servers_json() {
     assert!(info.config.l1);
     let out = remote(&server.socket, &["--json", "counters"]);
     let counters: CountersReport = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(counters.kicks, 77);
+    assert_eq!(counters.engine.kicks, 77);
     // Applied: no body, nothing printed.
     let out = remote(
         &server.socket,
@@ -42,7 +42,7 @@ fn json_output_is_the_servers_json() {
     let info: FlushInfo = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         info.pending_config.unwrap().mode,
-        hvflush_api::config::FlushMode::Offload
+        hvflush_config::FlushMode::Offload
     );
 }
 

@@ -12,7 +12,8 @@ use std::time::Duration;
 use common::{L2_REASON, TestServer, raw_exchange, table};
 use hvflush_api::client::ApiClient;
 use hvflush_api::server::ListenerError;
-use hvflush_api::{ApiServer, ApiServerError, ApiSocketConfig, ServerLimits};
+use hvflush_api::{ApiServer, ApiServerError, ServerLimits};
+use hvflush_config::ApiSocketConfig;
 
 #[test]
 fn malformed_request_table() {
@@ -60,7 +61,7 @@ fn malformed_request_table() {
 fn runtime_toggle_round_trip_through_client() {
     let server = TestServer::start();
     let client = ApiClient::new(&server.socket).unwrap();
-    let off = hvflush_api::HypervFlushUpdate::parse("l1=off").unwrap();
+    let off = hvflush_config::HypervFlushUpdate::parse("l1=off").unwrap();
     assert_eq!(
         client.update(&off).unwrap(),
         hvflush_api::model::UpdateOutcome::Applied
@@ -68,11 +69,11 @@ fn runtime_toggle_round_trip_through_client() {
     let info = client.info().unwrap();
     assert!(!info.config.l1);
     assert!(!info.features[&hvflush_api::model::Feature::L1].effective);
-    let on = hvflush_api::HypervFlushUpdate::parse("l1=on").unwrap();
+    let on = hvflush_config::HypervFlushUpdate::parse("l1=on").unwrap();
     client.update(&on).unwrap();
     assert!(client.info().unwrap().config.l1);
     let err = client
-        .update(&hvflush_api::HypervFlushUpdate::parse("l2=on").unwrap())
+        .update(&hvflush_config::HypervFlushUpdate::parse("l2=on").unwrap())
         .unwrap_err();
     match err {
         hvflush_api::ClientError::Server { status, chain } => {
@@ -102,7 +103,7 @@ fn concurrent_clients_are_all_served() {
                         client.counters().unwrap();
                     } else {
                         client
-                            .update(&hvflush_api::HypervFlushUpdate::parse("l1=on").unwrap())
+                            .update(&hvflush_config::HypervFlushUpdate::parse("l1=on").unwrap())
                             .unwrap();
                     }
                 }

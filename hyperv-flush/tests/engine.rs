@@ -14,7 +14,7 @@ use common::{Call, INPUT_GPA, RecordingKicker, VpSet, call, memory, pages, range
 use hyperv_flush::abi::{HvCallCode, HvStatus};
 use hyperv_flush::decode::{FlushCall, ProcessorSet};
 use hyperv_flush::engine::{
-    EngineError, FlushObserver, FlushPath, InputKind, Level, NestedContext, Partition,
+    EngineError, FlushObserver, HypercallKind, InputKind, Level, NestedContext, Partition,
     PartitionConfig, QueuedFlush, VcpuKicker, VcpuSet, WaitPolicy,
 };
 use vm_memory::{Bytes, GuestAddress};
@@ -221,7 +221,7 @@ fn counters_per_path_status_targets_and_kicks() {
     assert_eq!(s.targets, 6);
     assert_eq!(s.flushes_requested, 6);
     assert_eq!((s.flushes_taken, s.flushes_executed), (0, 0));
-    let path = FlushPath {
+    let path = HypercallKind {
         level: Level::L1,
         call: FlushCall::List,
         input: InputKind::Memory,
@@ -268,7 +268,7 @@ fn counters_per_path_status_targets_and_kicks() {
         .unwrap();
     assert_eq!(out.result, u64::from(HvStatus::INVALID_HYPERCALL_CODE.0));
     let s = p.counters();
-    let fast_space = FlushPath {
+    let fast_space = HypercallKind {
         level: Level::L1,
         call: FlushCall::Space,
         input: InputKind::Fast,
@@ -279,7 +279,7 @@ fn counters_per_path_status_targets_and_kicks() {
     assert_eq!(s.with_status(HvStatus::INVALID_HYPERCALL_CODE), 1);
     assert_eq!(s.total_hypercalls(), 4);
     assert_eq!(
-        FlushPath::all().map(|p| s.path(p)).sum::<u64>(),
+        HypercallKind::all().map(|p| s.path(p)).sum::<u64>(),
         3,
         "unknown codes have no path"
     );
@@ -461,7 +461,7 @@ fn initiator_returns_only_after_running_targets_left_the_guest() {
 
 #[derive(Default)]
 struct Events {
-    first_use: Mutex<Vec<(usize, FlushPath)>>,
+    first_use: Mutex<Vec<(usize, HypercallKind)>>,
     unresponsive: Mutex<Vec<(usize, usize)>>,
     overflows: Mutex<Vec<(usize, Level)>>,
     invalid: Mutex<Vec<(usize, HvCallCode, HvStatus)>>,
@@ -470,7 +470,7 @@ struct Events {
 }
 
 impl FlushObserver for Events {
-    fn path_first_use(&self, caller: usize, path: FlushPath) {
+    fn path_first_use(&self, caller: usize, path: HypercallKind) {
         self.first_use.lock().unwrap().push((caller, path));
     }
     fn queue_overflow(&self, target: usize, level: Level) {
@@ -523,7 +523,7 @@ fn lost_kicks_are_repeated() {
     // more re-kick before it leaves).
     assert!(k.kicks.load(SeqCst) >= 3);
     assert_eq!(p.counters().kicks, k.kicks.load(SeqCst) as u64);
-    assert_eq!(p.counters().unresponsive, 0);
+    assert_eq!(p.counters().unresponsive_vcpus, 0);
 }
 
 /// Leaves the guest only once the observer reported it unresponsive.
@@ -572,7 +572,7 @@ fn unresponsive_targets_are_reported_once_and_still_waited_for() {
     });
     assert_eq!(*events.unresponsive.lock().unwrap(), [(0, 1)]);
     let s = p.counters();
-    assert_eq!(s.unresponsive, 1);
+    assert_eq!(s.unresponsive_vcpus, 1);
     assert!(s.kicks >= 2, "re-kicked while waiting");
     assert_eq!(s.kicks, k.kicks.load(SeqCst) as u64);
 }
@@ -609,7 +609,7 @@ fn observer_sees_first_use_once_per_path_and_rare_events() {
         [
             (
                 0,
-                FlushPath {
+                HypercallKind {
                     level: Level::L1,
                     call: FlushCall::List,
                     input: InputKind::Memory
@@ -617,7 +617,7 @@ fn observer_sees_first_use_once_per_path_and_rare_events() {
             ),
             (
                 0,
-                FlushPath {
+                HypercallKind {
                     level: Level::L1,
                     call: FlushCall::Space,
                     input: InputKind::Fast
@@ -625,7 +625,7 @@ fn observer_sees_first_use_once_per_path_and_rare_events() {
             ),
             (
                 0,
-                FlushPath {
+                HypercallKind {
                     level: Level::L2,
                     call: FlushCall::Space,
                     input: InputKind::Fast

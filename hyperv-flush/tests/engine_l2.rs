@@ -12,7 +12,7 @@ use common::{Call, HOLE, INPUT_GPA, RecordingKicker, VpSet, call, memory, pages,
 use hyperv_flush::abi::HvStatus;
 use hyperv_flush::decode::{FlushCall, ProcessorSet};
 use hyperv_flush::engine::{
-    EngineError, FlushPath, InputKind, Level, NestedContext, Partition, PartitionConfig,
+    EngineError, HypercallKind, InputKind, Level, NestedContext, Partition, PartitionConfig,
     QueuedFlush, VcpuSet,
 };
 use vm_memory::{Bytes, GuestAddress};
@@ -152,7 +152,7 @@ fn l2_hypercalls_queue_on_the_l2_queue_and_report_the_tlb_lock() {
     assert_eq!(call(&p, &mem, 1, Level::L1, &l1, &k), HvStatus::SUCCESS);
     assert_eq!(p.before_entry(2).unwrap().l2, QueuedFlush::None);
     p.after_exit(2).unwrap();
-    let l2_path = FlushPath {
+    let l2_path = HypercallKind {
         level: Level::L2,
         call: FlushCall::ListEx,
         input: InputKind::Fast,

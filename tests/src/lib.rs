@@ -1,8 +1,11 @@
-//! Shared helpers for the cross-crate integration tests.
+//! Test support shared by the crates' tests: the host capabilities a test
+//! needs, and skips that CI (`HVFLUSH_REQUIRE`) turns into failures.
+
+pub mod openapi;
+pub mod raw_http;
 
 use std::fmt;
 use std::io::Write as _;
-use std::path::PathBuf;
 
 /// A host capability some tests need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +60,13 @@ pub fn skip(capability: Capability, reason: &str) {
     );
 }
 
+/// Skips the calling test for a reason that is not a missing capability
+/// (e.g. a host that has more than the test is about), visibly as [`skip`]
+/// does; never a failure.
+pub fn skip_because(reason: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {reason}");
+}
+
 /// Whether KVM tests can run here; skips (see [`skip`]) when not.
 pub fn have_kvm() -> bool {
     match kvm_usable() {
@@ -76,25 +86,4 @@ pub fn kvm_usable() -> Result<(), String> {
         .open("/dev/kvm")
         .map(drop)
         .map_err(|e| format!("/dev/kvm is not usable: {e}"))
-}
-
-/// A workspace binary built next to the running test executable
-/// (`cargo test --workspace` builds them), or why it cannot be found.
-pub fn find_binary(name: &str) -> Result<PathBuf, String> {
-    if let Ok(path) = std::env::var(format!("CARGO_BIN_EXE_{name}")) {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("no test executable path: {e}"))?;
-    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
-    exe.ancestors()
-        .skip(1)
-        .take(3)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| {
-            format!(
-                "{name} is not built next to {} (run `cargo build -p vmm-integration -p hvflush-api`)",
-                exe.display()
-            )
-        })
 }

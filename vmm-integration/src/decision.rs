@@ -3,22 +3,15 @@
 //! operator can act on, and every refusal.
 //!
 //! The decision is a pure function of the configuration and [`HostFacts`],
-//! so the whole table is tested with fixtures; [`probe_host`] fills the facts
-//! from /dev/kvm or /dev/mshv.
+//! so the whole table is tested with fixtures; `probe::probe_host` fills
+//! the facts from /dev/kvm or /dev/mshv. Nothing here touches a device.
 
-mod host;
-mod report;
-
-use hvflush_api::config::{FlushMode, HypervFlushConfig, L2Mode};
+use hvflush_config::{ChangeScope, FlushMode, HypervFlushConfig, HypervFlushUpdate, L2Mode};
+use hyperv_flush::decode::Offer;
 use serde::{Deserialize, Serialize};
 
-use crate::cpuid::{self, FlushRequest, HvLeaf, KernelHvCpuid, UserspaceOffer};
-
-pub use host::{
-    Backend, CpuVendor, HostFacts, KvmFacts, KvmHypervCaps, KvmUserspaceCaps, MshvFacts,
-    MshvSyntheticFeature, NestedFacts,
-};
-pub use report::{ProbeReport, probe_host, probe_report, render_probe_human};
+use crate::cpuid::{self, EngineSupport, FlushFeatures, HvLeaf, KernelHvCpuid};
+use crate::facts::{Backend, CpuVendor, HostFacts, KvmFacts, MshvFacts, MshvSyntheticFeature};
 
 /// The path a feature (or the VM) uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +58,7 @@ pub struct Decision {
     /// L2 direct virtual flush.
     pub l2: FeatureDecision,
     /// What the guest is offered (input of the CPUID / MSHV composition).
-    pub request: FlushRequest,
+    pub features: FlushFeatures,
 }
 
 /// Why a configuration cannot run on this host.
@@ -123,7 +116,7 @@ pub fn decide(config: &HypervFlushConfig, host: &HostFacts) -> Result<Decision, 
             selected_mode: FlushPath::Off,
             l1: FeatureDecision::off(why()),
             l2: FeatureDecision::off(why()),
-            request: empty_request(config),
+            features: no_features(config),
         });
     }
     match (host.backend, &host.kvm, &host.mshv) {
@@ -133,8 +126,8 @@ pub fn decide(config: &HypervFlushConfig, host: &HostFacts) -> Result<Decision, 
     }
 }
 
-fn empty_request(config: &HypervFlushConfig) -> FlushRequest {
-    FlushRequest {
+fn no_features(config: &HypervFlushConfig) -> FlushFeatures {
+    FlushFeatures {
         vendor: config.vendor,
         l1: false,
         ex_masks: false,
@@ -231,9 +224,9 @@ fn decide_kvm(config: &HypervFlushConfig, kvm: &KvmFacts) -> Result<Decision, Re
         (FlushMode::Off, ..) => FlushPath::Off,
     };
     let report = kvm.supported_hv_cpuid.clone().unwrap_or_default();
-    let mut request = empty_request(config);
+    let mut features = no_features(config);
     let l1 = if config.l1 {
-        request.l1 = true;
+        features.l1 = true;
         let (ex, xmm, ext) = match path {
             FlushPath::Offload => (
                 report.ex_masks(),
@@ -242,16 +235,16 @@ fn decide_kvm(config: &HypervFlushConfig, kvm: &KvmFacts) -> Result<Decision, Re
             ),
             _ => (true, true, true),
         };
-        request.ex_masks =
+        features.ex_masks =
             sub_feature(config.ex_masks, ex, "ex_masks", EX_MISSING, &mut l1_reasons);
-        request.xmm_input = sub_feature(
+        features.xmm_input = sub_feature(
             config.xmm_input,
             xmm,
             "xmm_input",
             XMM_MISSING,
             &mut l1_reasons,
         );
-        request.extended_ranges = sub_feature(
+        features.extended_ranges = sub_feature(
             config.extended_ranges,
             ext,
             "extended_ranges",
@@ -272,8 +265,8 @@ fn decide_kvm(config: &HypervFlushConfig, kvm: &KvmFacts) -> Result<Decision, Re
         L2Mode::Auto | L2Mode::On => {
             let gaps = kvm_l2_gaps(config, kvm, path, offload_gap, &report);
             if gaps.is_empty() {
-                request.l2 = true;
-                request.evmcs = kvm.vendor == CpuVendor::Intel;
+                features.l2 = true;
+                features.evmcs = kvm.vendor == CpuVendor::Intel;
                 let how = match kvm.vendor {
                     CpuVendor::Intel => "with enlightened VMCS on every vCPU",
                     _ => "through nested SVM enlightenments",
@@ -290,7 +283,7 @@ fn decide_kvm(config: &HypervFlushConfig, kvm: &KvmFacts) -> Result<Decision, Re
             }
         }
     };
-    finish(Backend::Kvm, path, l1, l2, request)
+    finish(Backend::Kvm, path, l1, l2, features)
 }
 
 fn finish(
@@ -298,7 +291,7 @@ fn finish(
     path: FlushPath,
     l1: FeatureDecision,
     l2: FeatureDecision,
-    request: FlushRequest,
+    features: FlushFeatures,
 ) -> Result<Decision, Refusal> {
     let selected_mode = if l1.available || l2.available {
         path
@@ -310,7 +303,7 @@ fn finish(
         selected_mode,
         l1,
         l2,
-        request,
+        features,
     })
 }
 
@@ -416,7 +409,7 @@ fn decide_mshv(config: &HypervFlushConfig, mshv: &MshvFacts) -> Result<Decision,
             f.name()
         )
     };
-    let mut request = empty_request(config);
+    let mut features = no_features(config);
     let path = FlushPath::Offload;
     let l1 = if config.l1 {
         for f in [
@@ -429,19 +422,19 @@ fn decide_mshv(config: &HypervFlushConfig, mshv: &MshvFacts) -> Result<Decision,
             }
         }
         let mut reasons = vec!["the Microsoft hypervisor performs the flushes".to_string()];
-        request.l1 = true;
+        features.l1 = true;
         for (wanted, f, name, slot) in [
             (
                 config.ex_masks,
                 F::ExtendedProcessorMasks,
                 "ex_masks",
-                &mut request.ex_masks,
+                &mut features.ex_masks,
             ),
             (
                 config.extended_ranges,
                 F::ExtendedGvaRanges,
                 "extended_ranges",
-                &mut request.extended_ranges,
+                &mut features.extended_ranges,
             ),
         ] {
             let why = if mshv.assignable_features.is_none() {
@@ -452,7 +445,7 @@ fn decide_mshv(config: &HypervFlushConfig, mshv: &MshvFacts) -> Result<Decision,
             *slot = sub_feature(wanted, assignable(f), name, &why, &mut reasons);
         }
         // XMM fast input is the hypervisor's own CPUID bit; nothing to assign.
-        request.xmm_input = config.xmm_input;
+        features.xmm_input = config.xmm_input;
         if config.xmm_input {
             reasons.push("xmm_input: offered as the hypervisor reports it".to_string());
         }
@@ -488,8 +481,8 @@ fn decide_mshv(config: &HypervFlushConfig, mshv: &MshvFacts) -> Result<Decision,
                 );
             }
             if gaps.is_empty() {
-                request.l2 = true;
-                request.evmcs = true;
+                features.l2 = true;
+                features.evmcs = true;
                 FeatureDecision {
                     available: true,
                     path,
@@ -505,28 +498,60 @@ fn decide_mshv(config: &HypervFlushConfig, mshv: &MshvFacts) -> Result<Decision,
             }
         }
     };
-    finish(Backend::Mshv, path, l1, l2, request)
+    finish(Backend::Mshv, path, l1, l2, features)
 }
 
 impl Decision {
     /// The guest's Hyper-V leaves for this decision: from the kernel's
-    /// report in offload mode, from `offer` in userspace mode, none when off.
+    /// report in offload mode, from `engine` in userspace mode, none when off.
     ///
     /// Offload on MSHV has no CPUID to compose (the hypervisor derives it
     /// from the partition's synthetic features) and returns none.
     pub fn hyperv_leaves(
         &self,
         kernel: Option<&KernelHvCpuid>,
-        offer: &UserspaceOffer,
+        engine: &EngineSupport,
     ) -> Vec<HvLeaf> {
         match (self.selected_mode, self.backend) {
             (FlushPath::Offload, Backend::Kvm) => match kernel {
-                Some(k) => cpuid::compose_offload(&self.request, k),
+                Some(k) => cpuid::compose_offload(&self.features, k),
                 None => Vec::new(),
             },
-            (FlushPath::Userspace, _) => cpuid::compose_userspace(&self.request, offer),
+            (FlushPath::Userspace, _) => cpuid::compose_userspace(&self.features, engine),
             _ => Vec::new(),
         }
+    }
+
+    /// What the userspace engine serves at boot: the calls the guest's
+    /// CPUID shows (`Partition`'s initial offer).
+    pub fn engine_offer(&self) -> Offer {
+        Offer {
+            remote_flush: self.features.l1,
+            ex_masks: self.features.ex_masks,
+            xmm_input: self.features.xmm_input,
+        }
+    }
+
+    /// The features to hand `kvm::offload::KvmOffload::new`, when this
+    /// decision selected KVM offload.
+    pub fn kvm_offload_features(&self) -> Option<&FlushFeatures> {
+        (self.backend == Backend::Kvm && self.selected_mode == FlushPath::Offload)
+            .then_some(&self.features)
+    }
+}
+
+/// The keys that take effect at the next boot only, as words:
+/// "mode, l2, vendor and hypercall_port".
+fn reboot_keys() -> String {
+    let names: Vec<&str> = hvflush_config::ConfigKey::ALL
+        .iter()
+        .filter(|k| k.scope() == ChangeScope::Reboot)
+        .map(|k| k.name())
+        .collect();
+    match names.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
     }
 }
 
@@ -561,30 +586,11 @@ pub fn runtime_change_effect(
     old: &HypervFlushConfig,
     new: &HypervFlushConfig,
 ) -> ChangeEffect {
-    let mut changed = Vec::new();
-    let mut structural = false;
-    let mut note = |cond: bool, name: &'static str, is_structural: bool| {
-        if cond {
-            changed.push(name);
-            structural |= is_structural;
-        }
-    };
-    note(old.mode != new.mode, "mode", true);
-    note(old.l1 != new.l1, "l1", false);
-    note(old.l2 != new.l2, "l2", true);
-    note(old.ex_masks != new.ex_masks, "ex_masks", false);
-    note(old.xmm_input != new.xmm_input, "xmm_input", false);
-    note(
-        old.extended_ranges != new.extended_ranges,
-        "extended_ranges",
-        false,
-    );
-    note(old.vendor != new.vendor, "vendor", true);
-    note(
-        old.hypercall_port != new.hypercall_port,
-        "hypercall_port",
-        true,
-    );
+    let diff = HypervFlushUpdate::diff(old, new);
+    let changed: Vec<&'static str> = diff.entries().map(|(key, _)| key.name()).collect();
+    let structural = diff
+        .entries()
+        .any(|(key, _)| key.scope() == ChangeScope::Reboot);
     if changed.is_empty() {
         return ChangeEffect {
             timing: ChangeTiming::Unchanged,
@@ -599,7 +605,10 @@ pub fn runtime_change_effect(
         ),
         FlushPath::Userspace => (
             ChangeTiming::PendingReboot,
-            "mode, l2, vendor and hypercall_port shape the guest's CPUID and hypercall page: pending until the vCPUs are recreated (reboot)".to_string(),
+            format!(
+                "{} shape the guest's CPUID and hypercall page: pending until the vCPUs are recreated (reboot)",
+                reboot_keys()
+            ),
         ),
         FlushPath::Offload => (
             ChangeTiming::PendingReboot,

@@ -5,20 +5,22 @@
 
 use std::path::Path;
 
-use hvflush_api::config::{FlushMode, HypervFlushConfig, L2Mode, VendorSignature};
+use hvflush_config::{FlushMode, HypervFlushConfig, L2Mode, VendorSignature};
 use serde::Deserialize;
 use vmm_integration::cpuid::{
-    FlushRequest, HvLeaf, KernelHvCpuid, UserspaceOffer, compose_offload, compose_userspace,
+    EngineSupport, FlushFeatures, HvLeaf, KernelHvCpuid, compose_offload, compose_userspace,
 };
 #[path = "offload_fixtures/backends.rs"]
 mod backends;
 #[path = "offload_fixtures/refusals.rs"]
 mod refusals;
 
-use vmm_integration::decision::{
-    self, Backend, ChangeTiming, CpuVendor, FlushPath, HostFacts, KvmFacts, KvmHypervCaps,
-    KvmUserspaceCaps, MshvFacts, NestedFacts, Refusal, decide,
+use vmm_integration::decision::{self, ChangeTiming, FlushPath, Refusal, decide};
+use vmm_integration::facts::{
+    Backend, CpuVendor, HostFacts, KvmFacts, KvmHypervCaps, KvmUserspaceCaps, MshvFacts,
+    NestedFacts,
 };
+use vmm_integration::probe;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -262,7 +264,7 @@ fn kernel_l2_ok(name: &str) -> bool {
 
 #[test]
 fn composed_cpuid_bit_for_bit_for_every_config_and_kernel() {
-    let offer = UserspaceOffer::engine(8);
+    let offer = EngineSupport::engine(8);
     let mut checked = 0;
     for fx in load_all() {
         let host = HostFacts::kvm(fx.facts.clone());
@@ -342,7 +344,7 @@ fn golden_values_for_default_config() {
     let d = decide(&config, &HostFacts::kvm(fx.facts.clone())).unwrap();
     let got = d.hyperv_leaves(
         fx.facts.supported_hv_cpuid.as_ref(),
-        &UserspaceOffer::engine(4),
+        &EngineSupport::engine(4),
     );
     let v = |f| reg(&got, f);
     assert_eq!(got.len(), 11);
@@ -359,7 +361,7 @@ fn golden_values_for_default_config() {
     let d = decide(&config, &HostFacts::kvm(fx.facts.clone())).unwrap();
     let got = d.hyperv_leaves(
         fx.facts.supported_hv_cpuid.as_ref(),
-        &UserspaceOffer::engine(4),
+        &EngineSupport::engine(4),
     );
     assert_eq!(got.len(), 6);
     assert_eq!(reg(&got, 0x4000_0000).eax, 0x4000_0005);
@@ -371,7 +373,7 @@ fn golden_values_for_default_config() {
     let fx = fixture("linux-6.16-intel-no-hyperv");
     let d = decide(&config, &HostFacts::kvm(fx.facts)).unwrap();
     assert_eq!(d.selected_mode, FlushPath::Userspace);
-    let got = d.hyperv_leaves(None, &UserspaceOffer::engine(4));
+    let got = d.hyperv_leaves(None, &EngineSupport::engine(4));
     assert_eq!(got.len(), 6);
     assert_eq!(reg(&got, 0x4000_0003).eax, 0x60);
     assert_eq!(reg(&got, 0x4000_0003).edx, 0x4010);
@@ -385,7 +387,7 @@ fn golden_values_for_default_config() {
 
 #[test]
 fn compose_never_offers_unreported_bits() {
-    let req = FlushRequest {
+    let req = FlushFeatures {
         vendor: VendorSignature::Kvm,
         l1: true,
         ex_masks: true,
@@ -401,10 +403,10 @@ fn compose_never_offers_unreported_bits() {
             _ => assert_eq!((l.eax, l.ebx, l.ecx, l.edx), (0, 0, 0, 0), "{l:?}"),
         }
     }
-    let off = UserspaceOffer {
+    let off = EngineSupport {
         xmm_input: false,
         ex_masks: false,
-        ..UserspaceOffer::engine(2)
+        ..EngineSupport::engine(2)
     };
     let got = compose_userspace(&req, &off);
     assert_eq!(reg(&got, 0x4000_0003).edx, 0x4000);

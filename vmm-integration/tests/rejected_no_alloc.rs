@@ -15,7 +15,7 @@ use hyperv_flush::abi::HvStatus;
 use hyperv_flush::decode::HypercallRegisters;
 use hyperv_flush::engine::{Level, Partition, PartitionConfig, VcpuKicker};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
-use vmm_integration::vmm::EventObserver;
+use vmm_integration::events::EventObserver;
 
 /// A List call with reserved control bits set: rejected with 3.
 struct Rejected;

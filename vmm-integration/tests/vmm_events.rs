@@ -7,9 +7,9 @@ use std::time::Duration;
 use hvflush_api::events::{Event, EventMonitor, FlushStats, MonitorOptions, parse_event_stream};
 use hyperv_flush::abi::{HvCallCode, HvStatus};
 use hyperv_flush::decode::FlushCall;
-use hyperv_flush::engine::{FlushObserver, FlushPath, InputKind, Level};
+use hyperv_flush::engine::{FlushObserver, HypercallKind, InputKind, Level};
 use serde_json::Value;
-use vmm_integration::vmm::EventObserver;
+use vmm_integration::events::EventObserver;
 
 /// Runs `f` against an observer writing to a fresh file and returns the
 /// events written, in order.
@@ -36,7 +36,7 @@ fn path_first_use_names_the_path_input_and_calling_vcpu() {
     let events = observe("first-use", |observer| {
         observer.path_first_use(
             3,
-            FlushPath {
+            HypercallKind {
                 level: Level::L1,
                 call: FlushCall::ListEx,
                 input: InputKind::Fast,
@@ -44,7 +44,7 @@ fn path_first_use_names_the_path_input_and_calling_vcpu() {
         );
         observer.path_first_use(
             0,
-            FlushPath {
+            HypercallKind {
                 level: Level::L2,
                 call: FlushCall::Space,
                 input: InputKind::Memory,

@@ -5,18 +5,18 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use hvflush_api::config::{HypervFlushConfig, HypervFlushUpdate};
+use hvflush_api::FlushService;
 use hvflush_api::events::{Event, EventMonitor, MonitorOptions};
 use hvflush_api::model::{self, Feature, ServicePath, UpdateError, UpdateOutcome};
-use hvflush_api::server::FlushService;
+use hvflush_config::{HypervFlushConfig, HypervFlushUpdate};
 use hyperv_flush::abi::HvStatus;
 use hyperv_flush::decode::{FlushCall, Offer};
 use hyperv_flush::engine::{self, CountersSnapshot, InputKind, Partition, PartitionConfig};
-use vmm_integration::decision::{
-    self, CpuVendor, Decision, FlushPath, HostFacts, KvmFacts, KvmHypervCaps, KvmUserspaceCaps,
-    NestedFacts,
+use vmm_integration::decision::{self, Decision, FlushPath};
+use vmm_integration::facts::{
+    CpuVendor, HostFacts, KvmFacts, KvmHypervCaps, KvmUserspaceCaps, NestedFacts,
 };
-use vmm_integration::vmm::{VmmFlushService, counters_report};
+use vmm_integration::service::{VmmFlushService, counters_report};
 
 /// A KVM host without in-kernel Hyper-V: only userspace mode works.
 fn userspace_host() -> HostFacts {
@@ -36,15 +36,6 @@ fn userspace_host() -> HostFacts {
     })
 }
 
-/// The engine's offer at boot (what the guest's CPUID shows).
-fn boot_offer(decision: &Decision) -> Offer {
-    Offer {
-        remote_flush: decision.request.l1,
-        ex_masks: decision.request.ex_masks,
-        xmm_input: decision.request.xmm_input,
-    }
-}
-
 struct Fixture {
     service: VmmFlushService,
     partition: Arc<Partition>,
@@ -53,11 +44,11 @@ struct Fixture {
 
 fn service_with(decision: Decision, monitor: Option<Arc<EventMonitor>>) -> Fixture {
     let mut config = PartitionConfig::new(2);
-    config.offer = boot_offer(&decision);
+    config.offer = decision.engine_offer();
     let partition = Arc::new(Partition::new(config).unwrap());
     Fixture {
-        boot_offer: boot_offer(&decision),
-        service: VmmFlushService::from_parts(
+        boot_offer: decision.engine_offer(),
+        service: VmmFlushService::new(
             Arc::clone(&partition),
             decision,
             userspace_host(),
@@ -175,7 +166,7 @@ fn offload_mode_changes_wait_for_reboot() {
 #[test]
 fn counters_map_every_path_and_status() {
     let mut snapshot = CountersSnapshot::default();
-    let list_ex_fast = engine::FlushPath {
+    let list_ex_fast = engine::HypercallKind {
         level: engine::Level::L1,
         call: FlushCall::ListEx,
         input: InputKind::Fast,
@@ -183,13 +174,13 @@ fn counters_map_every_path_and_status() {
     snapshot.hypercalls[list_ex_fast.index()] = 5;
     snapshot.status[HvStatus::SUCCESS.index().unwrap()] = 3;
     snapshot.status[HvStatus::ACCESS_DENIED.index().unwrap()] = 2;
-    snapshot.unresponsive = 1;
+    snapshot.unresponsive_vcpus = 1;
     snapshot.latency_p50_ns = Some(100);
     // The engine times a sample of the calls.
     snapshot.latency_samples = 2;
     let report = counters_report(&snapshot);
     assert_eq!(report.hypercalls.len(), 8);
-    let path = model::FlushPath {
+    let path = model::CallPath {
         level: model::Level::L1,
         call: model::FlushCall::ListEx,
     };
@@ -198,7 +189,7 @@ fn counters_map_every_path_and_status() {
     assert_eq!(report.statuses["0x0006"].name, "HV_STATUS_ACCESS_DENIED");
     assert_eq!(report.statuses["0x0000"].count, 3);
     assert_eq!(report.statuses.len(), 2);
-    assert_eq!(report.unresponsive_vcpus, 1);
+    assert_eq!(report.engine.unresponsive_vcpus, 1);
     assert_eq!(report.latency.samples, 2);
     assert_eq!(report.latency.p50_ns, Some(100));
 }

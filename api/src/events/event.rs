@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::config::{FlushMode, HypervFlushConfig, HypervFlushUpdate};
-use crate::model::{CountersReport, FlushPath, HypercallInput, Level, status_key};
+use crate::counters::EngineCounters;
+use crate::model::{CallPath, CountersReport, HypercallInput, Level, status_key};
+use hvflush_config::{FlushMode, HypervFlushConfig, HypervFlushUpdate};
 
 /// The `source` of every event of this component.
 pub const EVENT_SOURCE: &str = "hyperv-flush";
@@ -91,20 +92,8 @@ pub struct FlushStats {
     pub hypercalls: u64,
     /// Of those, completed with a status other than success.
     pub failed_hypercalls: u64,
-    /// Target vCPUs addressed.
-    pub targets: u64,
-    /// Per-vCPU flushes queued.
-    pub flushes_requested: u64,
-    /// Per-vCPU flushes the host confirmed it carried out.
-    pub flushes_executed: u64,
-    /// Executor registrations restored after an INIT or RESET.
-    pub executor_repairs: u64,
-    /// Requests turned into flush-all.
-    pub flush_all_fallbacks: u64,
-    /// Kicks sent.
-    pub kicks: u64,
-    /// Unresponsive targets.
-    pub unresponsive_vcpus: u64,
+    /// The engine's counters.
+    pub engine: EngineCounters,
 }
 
 impl From<&CountersReport> for FlushStats {
@@ -118,13 +107,7 @@ impl From<&CountersReport> for FlushStats {
                 .filter(|(k, _)| **k != success)
                 .map(|(_, s)| s.count)
                 .sum(),
-            targets: c.targets,
-            flushes_requested: c.flushes_requested,
-            flushes_executed: c.flushes_executed,
-            executor_repairs: c.executor_repairs,
-            flush_all_fallbacks: c.flush_all_fallbacks,
-            kicks: c.kicks,
-            unresponsive_vcpus: c.unresponsive_vcpus,
+            engine: c.engine,
         }
     }
 }
@@ -137,23 +120,7 @@ impl FlushStats {
             failed_hypercalls: self
                 .failed_hypercalls
                 .saturating_sub(earlier.failed_hypercalls),
-            targets: self.targets.saturating_sub(earlier.targets),
-            flushes_requested: self
-                .flushes_requested
-                .saturating_sub(earlier.flushes_requested),
-            flushes_executed: self
-                .flushes_executed
-                .saturating_sub(earlier.flushes_executed),
-            executor_repairs: self
-                .executor_repairs
-                .saturating_sub(earlier.executor_repairs),
-            flush_all_fallbacks: self
-                .flush_all_fallbacks
-                .saturating_sub(earlier.flush_all_fallbacks),
-            kicks: self.kicks.saturating_sub(earlier.kicks),
-            unresponsive_vcpus: self
-                .unresponsive_vcpus
-                .saturating_sub(earlier.unresponsive_vcpus),
+            engine: self.engine.since(&earlier.engine),
         }
     }
 
@@ -161,13 +128,9 @@ impl FlushStats {
         let mut p = Properties::new();
         p.insert("hypercalls", self.hypercalls.to_string());
         p.insert("failed_hypercalls", self.failed_hypercalls.to_string());
-        p.insert("targets", self.targets.to_string());
-        p.insert("flushes_requested", self.flushes_requested.to_string());
-        p.insert("flushes_executed", self.flushes_executed.to_string());
-        p.insert("executor_repairs", self.executor_repairs.to_string());
-        p.insert("flush_all_fallbacks", self.flush_all_fallbacks.to_string());
-        p.insert("kicks", self.kicks.to_string());
-        p.insert("unresponsive_vcpus", self.unresponsive_vcpus.to_string());
+        for (name, _, value) in self.engine.values() {
+            p.insert(name, value.to_string());
+        }
         p
     }
 }
@@ -248,7 +211,7 @@ impl Event {
 
     /// `path-first-use`: `path` (`l1-space` ... `l2-list-ex`) with `input`
     /// (`memory` or `fast`) served for the first time, by `vcpu`.
-    pub fn path_first_use(path: FlushPath, input: HypercallInput, vcpu: u32) -> Self {
+    pub fn path_first_use(path: CallPath, input: HypercallInput, vcpu: u32) -> Self {
         let mut p = Properties::new();
         p.insert("path", path.as_str().to_owned());
         p.insert("input", input.as_str().to_owned());

@@ -29,7 +29,7 @@ pub use rate_limit::RateLimiter;
 pub use reader::{EventStreamError, parse_event_stream};
 pub use summary::SummaryTicker;
 
-use crate::option::{Endpoint, EventMonitorConfig};
+use hvflush_config::option::{Endpoint, EventMonitorConfig};
 
 /// Errors of the event monitor.
 #[derive(Debug, thiserror::Error)]

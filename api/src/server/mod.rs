@@ -22,23 +22,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 pub use listener::ListenerError;
-pub use routes::{COUNTERS_PATH, FLUSH_PATH, PING_PATH};
 
-use crate::config::HypervFlushUpdate;
-use crate::model::{CountersReport, FlushInfo, UpdateError, UpdateOutcome};
-use crate::option::{ApiSocketConfig, Endpoint};
+use hvflush_config::{ApiSocketConfig, Endpoint};
+
+use crate::service::FlushService;
 use listener::SocketFile;
-
-/// What the VMM provides to the API. Called on the API thread: each call
-/// must return promptly (read state, flip flags), never wait on a vCPU.
-pub trait FlushService: Send + Sync + 'static {
-    /// The configuration and per-feature state.
-    fn info(&self) -> FlushInfo;
-    /// Applies a partial update (already checked for valid values).
-    fn update(&self, update: HypervFlushUpdate) -> Result<UpdateOutcome, UpdateError>;
-    /// Counter totals since the VM started.
-    fn counters(&self) -> CountersReport;
-}
 
 /// Limits that keep a hostile or broken client from costing more than
 /// its own connection.

@@ -9,16 +9,11 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::{FlushService, ServerLimits};
-use crate::config::{ConfigError, HypervFlushUpdate};
-use crate::model::{PingResponse, UpdateError, UpdateOutcome};
+use hvflush_config::{ConfigError, HypervFlushUpdate};
 
-/// URL of the ping endpoint.
-pub const PING_PATH: &str = "/api/v1/vmm.ping";
-/// URL of the configuration endpoint.
-pub const FLUSH_PATH: &str = "/api/v1/vm.hyperv-flush";
-/// URL of the counters endpoint.
-pub const COUNTERS_PATH: &str = "/api/v1/vm.hyperv-flush-counters";
+use super::ServerLimits;
+use crate::model::{PingResponse, UpdateError, UpdateOutcome};
+use crate::service::{COUNTERS_PATH, FLUSH_PATH, FlushService, PING_PATH};
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -72,13 +67,7 @@ impl RequestError {
         if let Self::Update(e) = self {
             return e.chain();
         }
-        let mut chain = vec![self.to_string()];
-        let mut source = std::error::Error::source(self);
-        while let Some(e) = source {
-            chain.push(e.to_string());
-            source = e.source();
-        }
-        chain
+        crate::error_chain(self)
     }
 
     fn into_response(self) -> Response<Full<Bytes>> {

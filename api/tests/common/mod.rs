@@ -2,18 +2,18 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use hvflush_api::config::{FlushMode, HypervFlushConfig, HypervFlushUpdate, L2Mode};
 use hvflush_api::model::{
-    CountersReport, Feature, FeatureState, FlushInfo, FlushPath, HypercallInput, LatencyReport,
+    CallPath, CountersReport, Feature, FeatureState, FlushInfo, HypercallInput, LatencyReport,
     ServicePath, UpdateError, UpdateOutcome,
 };
-use hvflush_api::{ApiServer, ApiSocketConfig, FlushService, ServerLimits};
+use hvflush_api::{ApiServer, FlushService, ServerLimits};
+use hvflush_config::ApiSocketConfig;
+use hvflush_config::{FlushMode, HypervFlushConfig, HypervFlushUpdate, L2Mode};
+#[allow(unused_imports)]
+pub use hvflush_tests::raw_http::{Raw, parse_raw, raw_exchange, request};
 
 /// Why the mock refuses `l2=on` (as a KVM host without in-kernel Hyper-V would).
 pub const L2_REASON: &str = "KVM lacks KVM_CAP_HYPERV_TLBFLUSH (L2 direct flush needs it)";
@@ -142,16 +142,16 @@ impl FlushService for MockService {
 
     fn counters(&self) -> CountersReport {
         let mut c = CountersReport::default();
-        let path = FlushPath::ALL[1];
+        let path = CallPath::ALL[1];
         c.add_hypercalls(path, HypercallInput::Memory, 40);
         c.add_hypercalls(path, HypercallInput::Fast, 2);
         c.add_status(0, "HV_STATUS_SUCCESS", 40);
         c.add_status(6, "HV_STATUS_ACCESS_DENIED", 2);
-        c.targets = 120;
-        c.flushes_requested = 120;
-        c.flushes_executed = 118;
-        c.flush_all_fallbacks = 3;
-        c.kicks = 77;
+        c.engine.targets = 120;
+        c.engine.flushes_requested = 120;
+        c.engine.flushes_executed = 118;
+        c.engine.flush_all_fallbacks = 3;
+        c.engine.kicks = 77;
         c.latency = LatencyReport {
             samples: 42,
             p50_ns: Some(15_000),
@@ -187,60 +187,6 @@ impl TestServer {
             server: Some(server),
         }
     }
-}
-
-/// A parsed raw HTTP response.
-#[derive(Debug)]
-pub struct Raw {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-/// Sends raw bytes and reads until the server closes (it never keeps a
-/// connection alive). `None` when the server closed without answering.
-pub fn raw_exchange(socket: &Path, bytes: &[u8], half_close: bool) -> Option<Raw> {
-    let mut stream = UnixStream::connect(socket).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    stream.write_all(bytes).unwrap();
-    if half_close {
-        stream.shutdown(std::net::Shutdown::Write).unwrap();
-    }
-    let mut response = Vec::new();
-    // A reset after the answer is fine: keep what arrived.
-    let _ = stream.read_to_end(&mut response);
-    parse_raw(&response)
-}
-
-/// Splits an HTTP/1.1 response (Content-Length bodies only).
-pub fn parse_raw(response: &[u8]) -> Option<Raw> {
-    let text_end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&response[..text_end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Some(Raw {
-        status,
-        headers,
-        body: response[text_end + 4..].to_vec(),
-    })
-}
-
-/// A request with a body and Content-Length.
-pub fn request(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
-    let mut r = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    r.extend_from_slice(body);
-    r
 }
 
 /// One row of the malformed-request table.

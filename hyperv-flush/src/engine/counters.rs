@@ -57,7 +57,7 @@ impl InputKind {
 
 /// A flush path: level × call × input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FlushPath {
+pub struct HypercallKind {
     /// Caller level.
     pub level: Level,
     /// Call.
@@ -66,7 +66,7 @@ pub struct FlushPath {
     pub input: InputKind,
 }
 
-impl FlushPath {
+impl HypercallKind {
     /// Index among the 16 paths.
     pub fn index(self) -> usize {
         (self.level as usize) * 8 + self.call.index() * 2 + self.input as usize
@@ -218,7 +218,7 @@ pub(crate) struct VcpuCounters {
     pub(crate) flush_all_fallbacks: AtomicU64,
     pub(crate) kicks: AtomicU64,
     pub(crate) preempted_flushes: AtomicU64,
-    pub(crate) unresponsive: AtomicU64,
+    pub(crate) unresponsive_vcpus: AtomicU64,
     pub(crate) synthetic_exits: AtomicU64,
     pub(crate) refused: [AtomicU64; 2],
     pub(crate) latency: LatencyHistogram,
@@ -245,7 +245,7 @@ impl VcpuCounters {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct CountersSnapshot {
-    /// Hypercalls per path, indexed like [`FlushPath::index`].
+    /// Hypercalls per path, indexed like [`HypercallKind::index`].
     pub hypercalls: [u64; PATHS],
     /// Results per status, indexed like [`HvStatus::ALL`], then "other".
     pub status: [u64; STATUSES],
@@ -272,7 +272,7 @@ pub struct CountersSnapshot {
     /// Targets flushed through the host's preempted marker, without a kick.
     pub preempted_flushes: u64,
     /// Times a kicked target did not leave guest mode in time.
-    pub unresponsive: u64,
+    pub unresponsive_vcpus: u64,
     /// Synthetic VM exits requested after L2 flushes.
     pub synthetic_exits: u64,
     /// Hypercalls answered with #UD (CPL > 0, or not in 64-bit mode).
@@ -291,7 +291,7 @@ pub struct CountersSnapshot {
 
 impl CountersSnapshot {
     /// Hypercalls on one path.
-    pub fn path(&self, path: FlushPath) -> u64 {
+    pub fn path(&self, path: HypercallKind) -> u64 {
         self.hypercalls[path.index()]
     }
 
@@ -328,7 +328,7 @@ impl CountersSnapshot {
             s.flush_all_fallbacks += c.flush_all_fallbacks.load(Relaxed);
             s.kicks += c.kicks.load(Relaxed);
             s.preempted_flushes += c.preempted_flushes.load(Relaxed);
-            s.unresponsive += c.unresponsive.load(Relaxed);
+            s.unresponsive_vcpus += c.unresponsive_vcpus.load(Relaxed);
             s.synthetic_exits += c.synthetic_exits.load(Relaxed);
             s.invalid_opcode_injections += c.refused[Refusal::InvalidOpcode as usize].load(Relaxed);
             s.calls_without_guest_os_id += c.refused[Refusal::NoGuestOsId as usize].load(Relaxed);
@@ -387,7 +387,7 @@ mod tests {
 
     #[test]
     fn paths_are_indexed_densely() {
-        let idx: Vec<_> = FlushPath::all().map(FlushPath::index).collect();
+        let idx: Vec<_> = HypercallKind::all().map(HypercallKind::index).collect();
         assert_eq!(idx, (0..16).collect::<Vec<_>>());
     }
 }

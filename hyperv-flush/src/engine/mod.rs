@@ -14,7 +14,7 @@ mod vcpu_slot;
 mod vp_map;
 
 pub use completion::{VcpuKicker, WaitPolicy};
-pub use counters::{CountersSnapshot, FlushPath, InputKind, Level, Refusal};
+pub use counters::{CountersSnapshot, HypercallKind, InputKind, Level, Refusal};
 pub use kick_slot::KickSlot;
 pub use observer::{FlushObserver, NoopObserver};
 pub use partition::{EngineError, HypercallOutcome, Partition, PartitionConfig, PendingFlush};

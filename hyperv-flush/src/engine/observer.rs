@@ -2,7 +2,7 @@
 //! (first use of a path, overflow, invalid input, ...). Never called once
 //! per hypercall on the success path; implementations must not block.
 
-use super::counters::{FlushPath, Level};
+use super::counters::{HypercallKind, Level};
 use super::vcpu_set::VcpuSet;
 use crate::abi::{HvCallCode, HvStatus};
 
@@ -10,7 +10,7 @@ use crate::abi::{HvCallCode, HvStatus};
 /// embedder implements only what it reports.
 pub trait FlushObserver: Send + Sync {
     /// A path was used for the first time in this partition, by `caller`.
-    fn path_first_use(&self, _caller: usize, _path: FlushPath) {}
+    fn path_first_use(&self, _caller: usize, _path: HypercallKind) {}
     /// A target's queue overflowed into a full flush.
     fn queue_overflow(&self, _target: usize, _level: Level) {}
     /// A hypercall with call code `call` was rejected with `status`.

@@ -8,7 +8,7 @@ use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::completion::{VcpuKicker, WaitClock, WaitPolicy, needs_kick, still_in_guest};
-use super::counters::{CountersSnapshot, FlushPath, InputKind, Level, Refusal, VcpuCounters};
+use super::counters::{CountersSnapshot, HypercallKind, InputKind, Level, Refusal, VcpuCounters};
 use super::l2_index::L2Index;
 use super::observer::{FlushObserver, NoopObserver};
 use super::queue::{Enqueued, QueuedFlush};
@@ -267,8 +267,8 @@ impl Partition {
         let counters = &self.slot(caller)?.counters;
         let start = counters.latency.sample_start();
         let control = HypercallControl::from(regs.control());
-        let path =
-            FlushCall::from_code(crate::abi::HvCallCode(control.code())).map(|call| FlushPath {
+        let path = FlushCall::from_code(crate::abi::HvCallCode(control.code())).map(|call| {
+            HypercallKind {
                 level,
                 call,
                 input: if control.fast() {
@@ -276,7 +276,8 @@ impl Partition {
                 } else {
                     InputKind::Memory
                 },
-            });
+            }
+        });
         if let Some(path) = path {
             VcpuCounters::bump(&counters.hypercalls[path.index()], 1);
             self.note_path_use(caller, path);
@@ -332,7 +333,7 @@ impl Partition {
         Ok(())
     }
 
-    fn note_path_use(&self, caller: usize, path: FlushPath) {
+    fn note_path_use(&self, caller: usize, path: HypercallKind) {
         let bit = 1 << path.index();
         if self.used_paths.load(Relaxed) & bit == 0
             && self.used_paths.fetch_or(bit, Relaxed) & bit == 0
@@ -519,7 +520,7 @@ impl Partition {
                 }
                 if !reported && waited >= self.wait.report_after {
                     reported = true;
-                    VcpuCounters::bump(&counters.unresponsive, 1);
+                    VcpuCounters::bump(&counters.unresponsive_vcpus, 1);
                     self.observer.vcpu_unresponsive(initiator, t, waited);
                 }
             }

@@ -3,10 +3,10 @@
 //!
 //! Offload: every bit is the kernel's report masked by what the operator
 //! asked for, so a feature the kernel does not report is never offered.
-//! Userspace: the bits the userspace engine implements ([`UserspaceOffer`]),
+//! Userspace: the bits the userspace engine implements ([`EngineSupport`]),
 //! masked the same way.
 
-use hvflush_api::config::VendorSignature;
+use hvflush_config::VendorSignature;
 use serde::{Deserialize, Serialize};
 
 use super::bits;
@@ -14,7 +14,7 @@ use super::leaf::{HvLeaf, KernelHvCpuid};
 
 /// Which flush features the guest should see, after the path decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlushRequest {
+pub struct FlushFeatures {
     /// Signature at 0x40000000.
     pub vendor: VendorSignature,
     /// L1 remote flush (0x40000004 EAX bit 2, with hypercall and VP index MSRs).
@@ -31,7 +31,7 @@ pub struct FlushRequest {
     pub evmcs: bool,
 }
 
-impl FlushRequest {
+impl FlushFeatures {
     /// True when nothing is offered, so no Hyper-V leaves at all are shown.
     pub fn is_empty(&self) -> bool {
         !self.l1 && !self.l2
@@ -41,7 +41,7 @@ impl FlushRequest {
 /// What the userspace engine implements (the userspace path never offers
 /// L2 or enlightened VMCS: KVM keeps the nested state those need).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserspaceOffer {
+pub struct EngineSupport {
     /// HV_X64_MSR_GUEST_OS_ID / HV_X64_MSR_HYPERCALL emulated (EAX bit 5).
     pub hypercall_msrs: bool,
     /// HV_X64_MSR_VP_INDEX emulated (EAX bit 6).
@@ -58,7 +58,7 @@ pub struct UserspaceOffer {
     pub max_vcpus: u32,
 }
 
-impl UserspaceOffer {
+impl EngineSupport {
     /// Everything the userspace engine implements, for `max_vcpus` vCPUs.
     pub const fn engine(max_vcpus: u32) -> Self {
         Self {
@@ -150,7 +150,7 @@ fn layout(vendor: VendorSignature, plan: Plan) -> Vec<HvLeaf> {
 
 /// Masks (features EAX, features EDX, recommendations EAX, nested EAX) that
 /// `req` asks for.
-fn wanted_masks(req: &FlushRequest) -> (u32, u32, u32, u32) {
+fn wanted_masks(req: &FlushFeatures) -> (u32, u32, u32, u32) {
     let mut f_eax = 0;
     let mut f_edx = 0;
     let mut r_eax = 0;
@@ -188,7 +188,7 @@ fn wanted_masks(req: &FlushRequest) -> (u32, u32, u32, u32) {
 /// (`KVM_GET_SUPPORTED_HV_CPUID`) and kept only if `req` wants it.
 ///
 /// Returns no leaves when `req` offers nothing.
-pub fn compose_offload(req: &FlushRequest, kernel: &KernelHvCpuid) -> Vec<HvLeaf> {
+pub fn compose_offload(req: &FlushFeatures, kernel: &KernelHvCpuid) -> Vec<HvLeaf> {
     if req.is_empty() {
         return Vec::new();
     }
@@ -225,8 +225,8 @@ pub fn compose_offload(req: &FlushRequest, kernel: &KernelHvCpuid) -> Vec<HvLeaf
 
 /// Userspace mode: the guest's Hyper-V leaves from what the userspace
 /// engine implements. L2 and enlightened VMCS are never offered.
-pub fn compose_userspace(req: &FlushRequest, offer: &UserspaceOffer) -> Vec<HvLeaf> {
-    let req = FlushRequest {
+pub fn compose_userspace(req: &FlushFeatures, offer: &EngineSupport) -> Vec<HvLeaf> {
+    let req = FlushFeatures {
         l2: false,
         evmcs: false,
         ..*req

@@ -12,7 +12,7 @@ mod leaf;
 mod merge;
 
 pub use compose::{
-    FlushRequest, UserspaceOffer, compose_offload, compose_userspace, vendor_signature,
+    EngineSupport, FlushFeatures, compose_offload, compose_userspace, vendor_signature,
 };
 pub use leaf::{HvLeaf, KernelHvCpuid};
 #[cfg(feature = "kvm")]

@@ -9,15 +9,12 @@ use kvm_bindings::{CpuId, KVM_CAP_HYPERV_ENFORCE_CPUID, kvm_enable_cap};
 use kvm_ioctls::VcpuFd;
 
 use super::sys::{self, SysError};
-use crate::cpuid::{self, HvLeaf, MergeError};
-use crate::decision::{Backend, CpuVendor, Decision, FlushPath, KvmFacts};
+use crate::cpuid::{self, FlushFeatures, HvLeaf, MergeError};
+use crate::facts::{CpuVendor, KvmFacts};
 
 /// Errors of the offload setup.
 #[derive(Debug, thiserror::Error)]
 pub enum OffloadError {
-    /// The decision did not select KVM offload.
-    #[error("The decision did not select KVM offload")]
-    NotOffload,
     /// The kernel gave no Hyper-V CPUID report to derive the leaves from.
     #[error("No KVM_GET_SUPPORTED_HV_CPUID report to derive the guest CPUID from")]
     NoReport,
@@ -46,7 +43,8 @@ pub enum OffloadError {
     Enforce(#[source] kvm_ioctls::Error),
 }
 
-/// The per-VM offload configuration derived from a [`Decision`].
+/// The per-VM offload configuration, from the features an offload
+/// decision offers (`Decision::kvm_offload_features`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvmOffload {
     leaves: Vec<HvLeaf>,
@@ -57,24 +55,21 @@ pub struct KvmOffload {
 }
 
 impl KvmOffload {
-    /// Derives the offload setup from an offload decision on `facts`.
-    pub fn new(decision: &Decision, facts: &KvmFacts) -> Result<Self, OffloadError> {
-        if decision.backend != Backend::Kvm || decision.selected_mode != FlushPath::Offload {
-            return Err(OffloadError::NotOffload);
-        }
+    /// Derives the offload setup for `features` on the host `facts`.
+    pub fn new(features: &FlushFeatures, facts: &KvmFacts) -> Result<Self, OffloadError> {
         let report = facts
             .supported_hv_cpuid
             .as_ref()
             .ok_or(OffloadError::NoReport)?;
-        let nested_bit = match (decision.request.l2, facts.vendor) {
+        let nested_bit = match (features.l2, facts.vendor) {
             (false, _) => None,
             (true, CpuVendor::Intel) => Some(NestedBit::Vmx),
             (true, _) => Some(NestedBit::Svm),
         };
         Ok(Self {
-            leaves: cpuid::compose_offload(&decision.request, report),
+            leaves: cpuid::compose_offload(features, report),
             nested_bit,
-            evmcs: decision.request.l2 && decision.request.evmcs,
+            evmcs: features.l2 && features.evmcs,
             enforce: facts.hyperv.enforce_cpuid,
         })
     }

@@ -8,7 +8,7 @@ use kvm_ioctls::Kvm;
 
 use super::sys::{self, SysError};
 use crate::cpuid::{HvLeaf, KernelHvCpuid, bits};
-use crate::decision::{CpuVendor, KvmFacts, KvmHypervCaps, KvmUserspaceCaps, NestedFacts};
+use crate::facts::{CpuVendor, KvmFacts, KvmHypervCaps, KvmUserspaceCaps, NestedFacts};
 
 /// Errors of the KVM probe.
 #[derive(Debug, thiserror::Error)]

@@ -1,13 +1,13 @@
 //! The partition's synthetic processor features for the flush paths,
-//! derived from the decision's [`FlushRequest`].
+//! derived from the decision's [`FlushFeatures`].
 
 use mshv_bindings::{
     MSHV_PT_BIT_NESTED_VIRTUALIZATION, hv_partition_synthetic_processor_features,
     hv_partition_synthetic_processor_features__bindgen_ty_1 as FeatureBits,
 };
 
-use crate::cpuid::FlushRequest;
-use crate::decision::MshvSyntheticFeature;
+use crate::cpuid::FlushFeatures;
+use crate::facts::MshvSyntheticFeature;
 
 /// Every synthetic feature this module controls.
 pub const CONTROLLED: [MshvSyntheticFeature; 6] = [
@@ -30,7 +30,7 @@ fn to_u64(bits: FeatureBits) -> u64 {
 
 /// Bank-0 mask of the flush-related synthetic features `req` needs,
 /// built with mshv-bindings' own field setters.
-pub fn synthetic_features(req: &FlushRequest) -> u64 {
+pub fn synthetic_features(req: &FlushFeatures) -> u64 {
     let mut b = FeatureBits::default();
     let on = |x: bool| u64::from(x);
     let any = req.l1 || req.l2;
@@ -52,13 +52,13 @@ pub fn controlled_mask() -> u64 {
 
 /// `base` (e.g. mshv-ioctls' `make_default_synthetic_features_mask`) with
 /// the flush-related bits replaced by what `req` needs.
-pub fn apply_to_mask(base: u64, req: &FlushRequest) -> u64 {
+pub fn apply_to_mask(base: u64, req: &FlushFeatures) -> u64 {
     (base & !controlled_mask()) | synthetic_features(req)
 }
 
 /// Extra `mshv_create_partition.pt_flags` bits `req` needs: nested
 /// virtualization for L2.
-pub fn partition_flags(req: &FlushRequest) -> u64 {
+pub fn partition_flags(req: &FlushFeatures) -> u64 {
     if req.l2 {
         1u64 << MSHV_PT_BIT_NESTED_VIRTUALIZATION
     } else {

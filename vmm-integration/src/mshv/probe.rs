@@ -4,7 +4,7 @@
 use mshv_bindings::hv_partition_property_code_HV_PARTITION_PROPERTY_ASSIGNABLE_SYNTHETIC_PROC_FEATURES as ASSIGNABLE_PROPERTY;
 use mshv_ioctls::Mshv;
 
-use crate::decision::{CpuVendor, MshvFacts};
+use crate::facts::{CpuVendor, MshvFacts};
 
 /// Errors of the MSHV probe.
 #[derive(Debug, thiserror::Error)]

@@ -59,14 +59,14 @@ fn mshv_feature_mask_for_every_config() {
             }
             assert_eq!(d.l2.available, l2, "{config:?} {vendor:?} {assignable:?}");
             assert_eq!(
-                synthetic_features(&d.request),
+                synthetic_features(&d.features),
                 want,
                 "{config:?} {vendor:?} {assignable:?}"
             );
-            assert_eq!(partition_flags(&d.request) != 0, l2);
+            assert_eq!(partition_flags(&d.features) != 0, l2);
             // Other bits of a base mask survive, controlled bits follow the request.
             let base = (1 << 0) | (1 << 1) | (1 << 24) | (1 << 32);
-            assert_eq!(apply_to_mask(base, &d.request), 0b11 | want);
+            assert_eq!(apply_to_mask(base, &d.features), 0b11 | want);
             checked += 1;
         }
     }
@@ -106,7 +106,7 @@ fn merge_replaces_kvm_leaves_and_keeps_the_rest() {
     .unwrap();
     let leaves = d.hyperv_leaves(
         fx.facts.supported_hv_cpuid.as_ref(),
-        &UserspaceOffer::engine(2),
+        &EngineSupport::engine(2),
     );
     vmm_integration::cpuid::merge_hyperv_leaves(&mut table, &leaves).unwrap();
     let s = table.as_slice();
@@ -175,7 +175,7 @@ fn runtime_changes_are_honest() {
 #[test]
 fn probe_report_json_shape() {
     let fx = fixture("linux-6.16-intel-no-hyperv");
-    let report = decision::probe_report(&HypervFlushConfig::default(), HostFacts::kvm(fx.facts));
+    let report = probe::probe_report(&HypervFlushConfig::default(), HostFacts::kvm(fx.facts));
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["backend"], "kvm");
     assert_eq!(json["in_kernel_hyperv"], false);
@@ -185,10 +185,10 @@ fn probe_report_json_shape() {
     assert_eq!(json["l2"]["available"], false);
     assert_eq!(json["l2"]["path"], "off");
     assert!(!json["l2"]["reasons"].as_array().unwrap().is_empty());
-    let text = decision::render_probe_human(&report);
+    let text = probe::render_probe_human(&report);
     assert!(text.contains("selected mode:    userspace"), "{text}");
 
-    let none = decision::probe_report(&HypervFlushConfig::default(), HostFacts::none(Vec::new()));
+    let none = probe::probe_report(&HypervFlushConfig::default(), HostFacts::none(Vec::new()));
     let json = serde_json::to_value(&none).unwrap();
     assert_eq!(json["backend"], "none");
     assert_eq!(json["selected_mode"], "off");
@@ -204,14 +204,16 @@ fn probe_report_json_shape() {
 /// /dev/mshv: L1 must go to userspace, L2 must be unavailable with a reason.
 #[test]
 fn real_probe_on_this_host() {
-    let report = decision::probe_host(&HypervFlushConfig::default());
-    if report.backend != Backend::Kvm {
-        eprintln!("skipped: no usable /dev/kvm ({:?})", report.host.notes);
+    if !hvflush_tests::have_kvm() {
         return;
     }
-    println!("{}", decision::render_probe_human(&report));
+    let report = probe::probe_host(&HypervFlushConfig::default());
+    assert_eq!(report.backend, Backend::Kvm, "{:?}", report.host.notes);
+    println!("{}", probe::render_probe_human(&report));
     if report.in_kernel_hyperv {
-        eprintln!("skipped: this host has in-kernel Hyper-V; the expectation is for our CI hosts");
+        hvflush_tests::skip_because(
+            "this host has in-kernel Hyper-V; the userspace expectation is for hosts without it",
+        );
         assert_eq!(report.selected_mode, FlushPath::Offload);
         return;
     }
@@ -238,18 +240,18 @@ fn real_probe_on_this_host() {
 #[test]
 fn offload_setup_sets_the_composed_cpuid_on_a_vcpu() {
     use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
-    use vmm_integration::kvm::offload::{KvmOffload, OffloadError};
+    use vmm_integration::kvm::offload::KvmOffload;
 
     let fx = fixture("linux-5.10-amd-nested");
     let host = HostFacts::kvm(fx.facts.clone());
     let d = decide(&HypervFlushConfig::default(), &host).unwrap();
-    let plan = KvmOffload::new(&d, &fx.facts).unwrap();
+    let plan = KvmOffload::new(d.kvm_offload_features().unwrap(), &fx.facts).unwrap();
     assert!(!plan.evmcs() && !plan.enforce());
     assert_eq!(
         plan.leaves(),
         d.hyperv_leaves(
             fx.facts.supported_hv_cpuid.as_ref(),
-            &UserspaceOffer::engine(1)
+            &EngineSupport::engine(1)
         )
         .as_slice()
     );
@@ -259,15 +261,12 @@ fn offload_setup_sets_the_composed_cpuid_on_a_vcpu() {
         &HostFacts::kvm(fixture("linux-6.16-intel-no-hyperv").facts),
     )
     .unwrap();
-    assert!(matches!(
-        KvmOffload::new(&userspace, &fx.facts),
-        Err(OffloadError::NotOffload)
-    ));
+    assert_eq!(userspace.kvm_offload_features(), None);
 
-    let Ok(kvm) = kvm_ioctls::Kvm::new() else {
-        eprintln!("skipped: /dev/kvm cannot be opened");
+    if !hvflush_tests::have_kvm() {
         return;
-    };
+    }
+    let kvm = kvm_ioctls::Kvm::new().unwrap();
     let mut cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).unwrap();
     plan.merge_into(&mut cpuid).unwrap();
     let vm = kvm.create_vm().unwrap();
@@ -302,7 +301,7 @@ fn offload_merge_requires_nested_bit_for_l2() {
         )
         .unwrap();
         assert!(d.l2.available, "{name}");
-        let plan = KvmOffload::new(&d, &fx.facts).unwrap();
+        let plan = KvmOffload::new(d.kvm_offload_features().unwrap(), &fx.facts).unwrap();
         let entry = |ecx| kvm_cpuid_entry2 {
             function,
             ecx,

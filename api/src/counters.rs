@@ -1,0 +1,65 @@
+//! The engine's scalar counters: defined once here, for the REST counters,
+//! the `flush-summary` and `shutdown` events, `hvflush-remote counters`
+//! and the reference VMM's run report.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! engine_counters {
+    ($( $(#[doc = $doc:literal])+ $field:ident => $label:literal, )*) => {
+        /// The engine's scalar counters, totals since the VM started (or,
+        /// in `flush-summary`, since the previous summary). JSON names are
+        /// the field names; `hvflush-remote` prints the labels.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct EngineCounters {
+            $( $(#[doc = $doc])+ pub $field: u64, )*
+        }
+
+        impl EngineCounters {
+            /// Every counter as (JSON name, text label), in report order.
+            pub const FIELDS: &'static [(&'static str, &'static str)] =
+                &[$( (stringify!($field), $label), )*];
+
+            /// Every counter as (JSON name, text label, value), in
+            /// [`Self::FIELDS`] order.
+            pub fn values(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> {
+                [$( (stringify!($field), $label, self.$field), )*].into_iter()
+            }
+
+            /// The counts since `earlier`, a previous copy of the same totals.
+            pub fn since(&self, earlier: &Self) -> Self {
+                Self { $( $field: self.$field.saturating_sub(earlier.$field), )* }
+            }
+        }
+    };
+}
+
+engine_counters! {
+    /// Target vCPUs addressed by successful requests.
+    targets => "targets",
+    /// Per-vCPU flushes queued (one per target per request).
+    flushes_requested => "flushes requested",
+    /// Queued flushes a target took before entering the guest and handed
+    /// to the executor.
+    flushes_taken => "flushes taken",
+    /// Per-vCPU flushes the host confirmed it carried out. One host flush
+    /// serves every flush taken since the previous one.
+    flushes_executed => "flushes executed",
+    /// Times the flush executor found a vCPU's registration with the host
+    /// dropped (an INIT or RESET of that vCPU) and restored it.
+    executor_repairs => "executor repairs",
+    /// Requests turned into a flush-all (queue full, too many entries).
+    flush_all_fallbacks => "flush-all fallbacks",
+    /// Kicks sent to running target vCPUs (including re-kicks).
+    kicks => "kicks",
+    /// Targets flushed through the host's preempted marker, without a kick.
+    preempted_flushes => "preempted flushes",
+    /// Times a kicked target did not leave guest mode in time.
+    unresponsive_vcpus => "unresponsive vCPUs",
+    /// Synthetic VM exits to L1 after L2 flushes (TLB lock held).
+    synthetic_exits => "synthetic exits",
+    /// Hypercalls answered with #UD (CPL > 0, or not in 64-bit mode).
+    invalid_opcode_injections => "refused with #UD",
+    /// Hypercall instructions while GUEST_OS_ID was 0: not Hyper-V calls,
+    /// completed with -KVM_ENOSYS and never flushed.
+    calls_without_guest_os_id => "refused, GUEST_OS_ID 0",
+}
