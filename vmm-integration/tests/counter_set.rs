@@ -93,3 +93,12 @@ fn every_engine_counter_reaches_the_api_the_events_and_the_cli() {
         );
     }
 }
+
+/// The configuration's vCPU limit is the engine's.
+#[test]
+fn the_vcpu_limit_is_the_engines() {
+    assert_eq!(
+        hvflush_config::MAX_VP_INDICES as usize,
+        hyperv_flush::engine::MAX_VCPUS
+    );
+}

@@ -12,6 +12,9 @@ use vmm_integration::cpuid::{
 };
 #[path = "offload_fixtures/backends.rs"]
 mod backends;
+#[cfg(feature = "kvm")]
+#[path = "offload_fixtures/cpuid_sites.rs"]
+mod cpuid_sites;
 #[path = "offload_fixtures/refusals.rs"]
 mod refusals;
 

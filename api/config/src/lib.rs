@@ -145,6 +145,11 @@ macro_rules! display_by_name {
 }
 display_by_name!(FlushMode, L2Mode, VendorSignature);
 
+/// The most vCPUs the flush enlightenments can address: a Hyper-V VP set
+/// has 64 banks of 64 VP indices (TLFS 6.0 §7.6.2, `HV_VP_SET`), and the
+/// non-Ex calls reach only the first 64.
+pub const MAX_VP_INDICES: u32 = 4096;
+
 /// Errors of a configuration that parsed but is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -156,6 +161,14 @@ pub enum ConfigError {
         /// Why it is unusable.
         #[source]
         source: PortError,
+    },
+    /// More vCPUs than VP indices.
+    #[error(
+        "{vcpus} vCPUs with Hyper-V flush enlightenments: Hyper-V VP indices address at most {MAX_VP_INDICES} vCPUs; lower the vCPU count or set mode=off"
+    )]
+    TooManyVcpus {
+        /// The VM's (maximum) vCPU count.
+        vcpus: u32,
     },
 }
 
@@ -180,6 +193,17 @@ impl HypervFlushConfig {
             value: self.hypercall_port,
             source,
         })
+    }
+
+    /// Checks the configuration against the VM's maximum vCPU count
+    /// (boot and hotplug): more than [`MAX_VP_INDICES`] is refused unless
+    /// the enlightenments are off. A VMM calls it where it validates its VM
+    /// configuration.
+    pub fn validate_vcpus(&self, max_vcpus: u32) -> Result<(), ConfigError> {
+        if self.mode != FlushMode::Off && max_vcpus > MAX_VP_INDICES {
+            return Err(ConfigError::TooManyVcpus { vcpus: max_vcpus });
+        }
+        Ok(())
     }
 
     /// The option string that parses back to `self` (every key given).

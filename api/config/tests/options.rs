@@ -297,3 +297,16 @@ fn docs_key_table_matches_the_definition() {
         .collect();
     assert_eq!(rows, want);
 }
+
+#[test]
+fn more_vcpus_than_vp_indices_are_refused_unless_off() {
+    let on = HypervFlushConfig::default();
+    assert_eq!(on.validate_vcpus(hvflush_config::MAX_VP_INDICES), Ok(()));
+    let e = on.validate_vcpus(8192).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "8192 vCPUs with Hyper-V flush enlightenments: Hyper-V VP indices address at most 4096 vCPUs; lower the vCPU count or set mode=off"
+    );
+    let off = HypervFlushConfig::parse("mode=off").unwrap();
+    assert_eq!(off.validate_vcpus(8192), Ok(()));
+}

@@ -9,6 +9,9 @@ use std::process::Command;
 
 use common::{Vmm, setup};
 
+/// An expected-output line that stands for any number of lines.
+const SKIP: &str = "...";
+
 /// The socket path the document uses; replaced by the test's socket.
 const DOC_SOCKET: &str = "/run/hvflush/api.sock";
 
@@ -81,6 +84,13 @@ fn documented_examples_run() {
     let Some(binary) = setup() else { return };
     let vmm = Vmm::start(&binary, "docs", 120).unwrap_or_else(|e| panic!("{e}"));
     let socket = vmm.socket.to_str().expect("UTF-8 socket path").to_owned();
+    // The examples show a guest that has made calls.
+    let client = vmm.client();
+    let deadline = std::time::Instant::now() + common::PROGRESS_WAIT;
+    while client.counters().map_or(0, |c| c.total_hypercalls()) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the guest made no call");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     for example in examples {
         let command = example.command.replace(DOC_SOCKET, &socket);
         // hvflush-remote runs in-process (`hvflush_api::remote` is the
@@ -107,17 +117,31 @@ fn documented_examples_run() {
             .first()
             .is_some_and(|l| l.starts_with("Error:"));
         assert_eq!(!ok, fails, "{}: exit status\n{text}", example.command);
-        assert!(
-            lines.len() >= example.expected.len(),
-            "{}: short output:\n{text}",
-            example.command
-        );
-        for (want, got) in example.expected.iter().zip(&lines) {
-            assert!(
-                glob(want, got),
-                "{}:\n want {want:?}\n  got {got:?}\n{text}",
-                example.command
-            );
+        if let Err(want) = matches(&example.expected, &lines) {
+            panic!("{}:\n want {want:?}\n{text}", example.command);
         }
     }
+}
+
+/// Whether `lines` start with `expected`, line by line (`*` globs within a
+/// line; a line `...` skips any number of lines). `Err` is the first
+/// expected line that did not match.
+fn matches<'a>(expected: &'a [String], lines: &[&str]) -> Result<(), &'a str> {
+    let mut at = 0;
+    let mut want = expected.iter().peekable();
+    while let Some(line) = want.next() {
+        if line == SKIP {
+            let Some(next) = want.peek() else {
+                return Ok(());
+            };
+            let found = lines[at..].iter().position(|l| glob(next, l));
+            at += found.ok_or(next.as_str())?;
+            continue;
+        }
+        match lines.get(at) {
+            Some(got) if glob(line, got) => at += 1,
+            _ => return Err(line),
+        }
+    }
+    Ok(())
 }

@@ -1,16 +1,16 @@
 //! Turning KVM's in-kernel Hyper-V flush on for a VM: the composed CPUID,
 //! enlightened VMCS (Intel, L2) and CPUID enforcement on every vCPU.
 //!
-//! Call [`KvmOffload::new`] once per VM, [`KvmOffload::merge_into`] on the
-//! VMM's CPUID table, then [`KvmOffload::setup_vcpu`] on every vCPU before
-//! its first `KVM_RUN`.
+//! Call [`KvmOffload::new`] once per VM, `cpuid::apply_hyperv_cpuid` on
+//! the VMM's CPUID table (as at every CPUID site), then
+//! [`KvmOffload::setup_vcpu`] on every vCPU before its first `KVM_RUN`.
 
 use kvm_bindings::{CpuId, KVM_CAP_HYPERV_ENFORCE_CPUID, kvm_enable_cap};
 use kvm_ioctls::VcpuFd;
 
 use super::sys::{self, SysError};
-use crate::cpuid::{self, FlushFeatures, HvLeaf, MergeError};
-use crate::facts::{CpuVendor, KvmFacts};
+use crate::cpuid::{self, FlushFeatures, HvLeaf};
+use crate::facts::KvmFacts;
 
 /// Errors of the offload setup.
 #[derive(Debug, thiserror::Error)]
@@ -18,12 +18,6 @@ pub enum OffloadError {
     /// The kernel gave no Hyper-V CPUID report to derive the leaves from.
     #[error("No KVM_GET_SUPPORTED_HV_CPUID report to derive the guest CPUID from")]
     NoReport,
-    /// L2 is offered but the VMM's CPUID hides VMX/SVM from the guest.
-    #[error("L2 direct flush is offered but the VMM's CPUID does not show {0} to the guest")]
-    NestedHidden(&'static str),
-    /// Merging into the VMM's CPUID failed.
-    #[error("Cannot merge the Hyper-V leaves into the VMM's CPUID")]
-    Merge(#[source] MergeError),
     /// Enabling enlightened VMCS failed.
     #[error("Cannot enable enlightened VMCS on vCPU")]
     Evmcs(#[source] SysError),
@@ -48,8 +42,6 @@ pub enum OffloadError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvmOffload {
     leaves: Vec<HvLeaf>,
-    /// VMX (Intel) or SVM (AMD) must stay visible when L2 is offered.
-    nested_bit: Option<NestedBit>,
     evmcs: bool,
     enforce: bool,
 }
@@ -61,20 +53,15 @@ impl KvmOffload {
             .supported_hv_cpuid
             .as_ref()
             .ok_or(OffloadError::NoReport)?;
-        let nested_bit = match (features.l2, facts.vendor) {
-            (false, _) => None,
-            (true, CpuVendor::Intel) => Some(NestedBit::Vmx),
-            (true, _) => Some(NestedBit::Svm),
-        };
         Ok(Self {
             leaves: cpuid::compose_offload(features, report),
-            nested_bit,
             evmcs: features.l2 && features.evmcs,
             enforce: facts.hyperv.enforce_cpuid,
         })
     }
 
-    /// The guest's Hyper-V leaves.
+    /// The Hyper-V leaves composed from the kernel's report (what
+    /// `cpuid::apply_hyperv_cpuid` puts in a table without `kvm_hyperv`).
     pub fn leaves(&self) -> &[HvLeaf] {
         &self.leaves
     }
@@ -87,29 +74,6 @@ impl KvmOffload {
     /// Whether `KVM_CAP_HYPERV_ENFORCE_CPUID` is enabled on each vCPU.
     pub fn enforce(&self) -> bool {
         self.enforce
-    }
-
-    /// Puts the Hyper-V leaves into the VMM's CPUID table (KVM's PV leaves
-    /// are replaced; every other entry is kept).
-    ///
-    /// With L2 offered, the table must keep VMX (Intel, CPUID.1 ECX bit 5)
-    /// or SVM (AMD, CPUID.0x80000001 ECX bit 2) as KVM reports them with
-    /// nested=1; otherwise the guest cannot run L2 at all.
-    pub fn merge_into(&self, cpuid: &mut CpuId) -> Result<(), OffloadError> {
-        if let Some(bit) = self.nested_bit {
-            let (function, mask, name) = match bit {
-                NestedBit::Vmx => (1, cpuid::bits::LEAF1_ECX_VMX, "VMX"),
-                NestedBit::Svm => (0x8000_0001, cpuid::bits::EXT1_ECX_SVM, "SVM"),
-            };
-            let shown = cpuid
-                .as_slice()
-                .iter()
-                .any(|e| e.function == function && e.index == 0 && e.ecx & mask != 0);
-            if !shown {
-                return Err(OffloadError::NestedHidden(name));
-            }
-        }
-        cpuid::merge_hyperv_leaves(cpuid, &self.leaves).map_err(OffloadError::Merge)
     }
 
     /// Configures one vCPU before its first `KVM_RUN`: enlightened VMCS
@@ -140,13 +104,6 @@ impl KvmOffload {
         }
         Ok(())
     }
-}
-
-/// The nested virtualization bit L2 needs in the guest's CPUID.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum NestedBit {
-    Vmx,
-    Svm,
 }
 
 /// An eVMCS version range (low byte lowest, high byte highest) covers the

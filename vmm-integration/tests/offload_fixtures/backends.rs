@@ -268,7 +268,18 @@ fn offload_setup_sets_the_composed_cpuid_on_a_vcpu() {
     }
     let kvm = kvm_ioctls::Kvm::new().unwrap();
     let mut cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).unwrap();
-    plan.merge_into(&mut cpuid).unwrap();
+    let vmm = vmm_integration::cpuid::VmmCpuid {
+        kvm_hyperv: false,
+        nested: false,
+        max_vcpus: 1,
+    };
+    vmm_integration::cpuid::apply_hyperv_cpuid(
+        &mut cpuid,
+        &d,
+        fx.facts.supported_hv_cpuid.as_ref(),
+        &vmm,
+    )
+    .unwrap();
     let vm = kvm.create_vm().unwrap();
     let vcpu = vm.create_vcpu(0).unwrap();
     plan.setup_vcpu(&vcpu, &cpuid).unwrap();
@@ -283,16 +294,18 @@ fn offload_setup_sets_the_composed_cpuid_on_a_vcpu() {
     }
 }
 
-/// With L2 offered, merging refuses a VMM table that hides VMX/SVM.
+/// With L2 offered, the CPUID function refuses vCPUs that are not shown
+/// VMX/SVM (from the VMM's vCPU configuration), and eVMCS is Intel's.
 #[cfg(feature = "kvm")]
 #[test]
-fn offload_merge_requires_nested_bit_for_l2() {
-    use kvm_bindings::{CpuId, kvm_cpuid_entry2};
-    use vmm_integration::kvm::offload::{KvmOffload, OffloadError};
+fn l2_requires_nested_vcpus() {
+    use kvm_bindings::CpuId;
+    use vmm_integration::cpuid::{CpuidError, VmmCpuid, apply_hyperv_cpuid};
+    use vmm_integration::kvm::offload::KvmOffload;
 
-    for (name, function, bit, label) in [
-        ("linux-6.16-intel-nested", 1u32, 1u32 << 5, "VMX"),
-        ("linux-6.16-amd-nested", 0x8000_0001, 1 << 2, "SVM"),
+    for (name, intel) in [
+        ("linux-6.16-intel-nested", true),
+        ("linux-6.16-amd-nested", false),
     ] {
         let fx = fixture(name);
         let d = decide(
@@ -301,27 +314,22 @@ fn offload_merge_requires_nested_bit_for_l2() {
         )
         .unwrap();
         assert!(d.l2.available, "{name}");
-        let plan = KvmOffload::new(d.kvm_offload_features().unwrap(), &fx.facts).unwrap();
-        let entry = |ecx| kvm_cpuid_entry2 {
-            function,
-            ecx,
-            ..Default::default()
+        let kernel = fx.facts.supported_hv_cpuid.as_ref();
+        let vmm = |nested| VmmCpuid {
+            kvm_hyperv: false,
+            nested,
+            max_vcpus: 4,
         };
-        let mut hidden = CpuId::from_entries(&[entry(0)]).unwrap();
-        let err = plan.merge_into(&mut hidden).unwrap_err();
-        assert!(
-            matches!(err, OffloadError::NestedHidden(l) if l == label),
-            "{name}"
-        );
+        let mut table = CpuId::new(0).unwrap();
+        let err = apply_hyperv_cpuid(&mut table, &d, kernel, &vmm(false)).unwrap_err();
+        assert!(matches!(err, CpuidError::NestedHidden), "{name}");
         assert_eq!(
             err.to_string(),
-            format!(
-                "L2 direct flush is offered but the VMM's CPUID does not show {label} to the guest"
-            )
+            "L2 direct flush is offered but the vCPUs are not shown VMX/SVM (nested virtualization off): enable it or set l2=off"
         );
-        let mut shown = CpuId::from_entries(&[entry(bit)]).unwrap();
-        plan.merge_into(&mut shown).unwrap();
-        assert_eq!(plan.evmcs(), label == "VMX", "{name}");
+        apply_hyperv_cpuid(&mut table, &d, kernel, &vmm(true)).unwrap();
+        let plan = KvmOffload::new(d.kvm_offload_features().unwrap(), &fx.facts).unwrap();
+        assert_eq!(plan.evmcs(), intel, "{name}");
         assert!(plan.enforce());
     }
 }

@@ -21,7 +21,7 @@ use vm_memory::{
 use super::layout::{
     CODE_SELECTOR, CONTROL_PAGE_GPA, DATA_SELECTOR, GDT_GPA, GuestLayout, IMAGE_GPA,
     LARGE_PAGE_SIZE, LayoutError, MAX_VCPUS, PAGE_SIZE, PD_GPA, PDPT_GPA, PML4_GPA, STEAL_TIME_GPA,
-    STEAL_TIME_RECORD_SIZE, TSS_GPA, TSS_SELECTOR, TSS_SIZE, control,
+    TSS_GPA, TSS_SELECTOR, TSS_SIZE, control,
 };
 
 // Architectural bits (Intel SDM Vol. 3A §2.5, §4.5; AMD APM Vol. 2 §3.1).
@@ -171,7 +171,7 @@ pub fn setup_memory(mem: &GuestMemoryMmap, layout: &GuestLayout) -> Result<(), B
         &[0u8; PAGE_SIZE as usize],
         "control page",
     )?;
-    let records = [0u8; (MAX_VCPUS as u64 * STEAL_TIME_RECORD_SIZE) as usize];
+    let records = [0u8; vmm_integration::kvm::userspace::region_size(MAX_VCPUS) as usize];
     write(mem, STEAL_TIME_GPA, &records, "steal-time records")
 }
 

@@ -6,6 +6,7 @@
 //! the image up to [`GuestLayout::usable_limit`] belongs to the guest alone.
 
 use thiserror::Error;
+use vmm_integration::kvm::userspace::{REGION_ALIGN, UsedRange, region_size};
 
 /// Size of one small page.
 pub const PAGE_SIZE: u64 = 0x1000;
@@ -34,8 +35,6 @@ pub const TSS_SIZE: u64 = 0x68;
 pub const CONTROL_PAGE_GPA: u64 = 0x8000;
 /// First per-vCPU steal-time record (`struct kvm_steal_time`); never shown to the guest.
 pub const STEAL_TIME_GPA: u64 = 0x9000;
-/// Size and alignment of one steal-time record (KVM requires 64-byte alignment).
-pub const STEAL_TIME_RECORD_SIZE: u64 = 64;
 /// A VMM-owned page for extra stubs the guest is told about, such as the
 /// bench's trap-only stub ([`control::TRAP_STUB_GPA`]).
 pub const BENCH_STUB_GPA: u64 = 0xA000;
@@ -191,7 +190,7 @@ pub mod marker {
 // Layout invariants, checked at compile time.
 const _: () = {
     assert!(TSS_GPA + TSS_SIZE <= GDT_GPA + PAGE_SIZE);
-    assert!(STEAL_TIME_GPA % STEAL_TIME_RECORD_SIZE == 0);
+    assert!(STEAL_TIME_GPA % REGION_ALIGN == 0);
     assert!(MAX_PAGE_DIRECTORIES * GIB >= MAX_MEMORY_SIZE);
     assert!(STACK_SIZE % 16 == 0);
 };
@@ -273,12 +272,6 @@ impl GuestLayout {
         Ok(self.usable_limit() + (u64::from(index) + 1) * STACK_SIZE)
     }
 
-    /// GPA of vCPU `index`'s 64-byte steal-time record (for `MSR_KVM_STEAL_TIME`).
-    pub fn steal_time_gpa(&self, index: u32) -> Result<u64, LayoutError> {
-        self.check_index(index)?;
-        Ok(STEAL_TIME_GPA + u64::from(index) * STEAL_TIME_RECORD_SIZE)
-    }
-
     fn check_index(&self, index: u32) -> Result<(), LayoutError> {
         if index < self.vcpu_count {
             Ok(())
@@ -291,29 +284,46 @@ impl GuestLayout {
     }
 }
 
+/// The flush-record region: the records of [`MAX_VCPUS`] vCPUs, one page,
+/// reserved in the guest's memory map.
+pub fn record_range() -> std::ops::Range<u64> {
+    STEAL_TIME_GPA..STEAL_TIME_GPA + region_size(MAX_VCPUS)
+}
+
+/// Everything this VMM puts in low guest memory but the flush records, by
+/// name: what the record region is checked against.
+pub fn used_ranges() -> Vec<UsedRange> {
+    vec![
+        UsedRange::new("PML4", PML4_GPA, PAGE_SIZE),
+        UsedRange::new("PDPT", PDPT_GPA, PAGE_SIZE),
+        UsedRange::new("page directories", PD_GPA, MAX_PAGE_DIRECTORIES * PAGE_SIZE),
+        UsedRange::new("GDT and TSS", GDT_GPA, TSS_GPA - GDT_GPA + TSS_SIZE),
+        UsedRange::new("control page", CONTROL_PAGE_GPA, PAGE_SIZE),
+        UsedRange::new("stub page", BENCH_STUB_GPA, PAGE_SIZE),
+        UsedRange::new("PVH start info", pvh::START_INFO_GPA, 0x40),
+        UsedRange::new("PVH module list", pvh::MODLIST_GPA, 0x20),
+        UsedRange::new("parameter block", pvh::PARAMS_GPA, pvh::PARAMS_SIZE as u64),
+        UsedRange::new(
+            "PVH memory map",
+            pvh::MEMMAP_GPA,
+            pvh::MAX_MEMMAP_ENTRIES * 24,
+        ),
+        UsedRange::new("AP trampoline", pvh::TRAMPOLINE_GPA, PAGE_SIZE),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn reserved_areas_stay_below_the_image_and_do_not_overlap() {
-        let areas = [
-            (PML4_GPA, PAGE_SIZE),
-            (PDPT_GPA, PAGE_SIZE),
-            (PD_GPA, MAX_PAGE_DIRECTORIES * PAGE_SIZE),
-            (GDT_GPA, TSS_GPA - GDT_GPA + TSS_SIZE),
-            (CONTROL_PAGE_GPA, PAGE_SIZE),
-            (
-                STEAL_TIME_GPA,
-                u64::from(MAX_VCPUS) * STEAL_TIME_RECORD_SIZE,
-            ),
-            (BENCH_STUB_GPA, PAGE_SIZE),
-            (pvh::START_INFO_GPA, 0x40),
-            (pvh::MODLIST_GPA, 0x20),
-            (pvh::PARAMS_GPA, pvh::PARAMS_SIZE as u64),
-            (pvh::MEMMAP_GPA, pvh::MAX_MEMMAP_ENTRIES * 24),
-            (pvh::TRAMPOLINE_GPA, PAGE_SIZE),
-        ];
+        let records = record_range();
+        let mut areas: Vec<(u64, u64)> = used_ranges()
+            .iter()
+            .map(|u| (u.range.start, u.range.end - u.range.start))
+            .collect();
+        areas.push((records.start, records.end - records.start));
         for (i, &(start, len)) in areas.iter().enumerate() {
             assert!(start + len <= IMAGE_GPA, "area {i} reaches the image");
             for &(other, other_len) in &areas[i + 1..] {
@@ -394,11 +404,16 @@ mod tests {
     }
 
     #[test]
-    fn steal_time_records_are_aligned_and_distinct() {
-        let layout = GuestLayout::new(MIN_MEMORY_SIZE, 64).unwrap();
-        assert_eq!(layout.steal_time_gpa(0), Ok(0x9000));
-        assert_eq!(layout.steal_time_gpa(1), Ok(0x9040));
-        assert_eq!(layout.steal_time_gpa(63), Ok(0x9FC0));
-        assert!(layout.steal_time_gpa(64).is_err());
+    fn the_record_region_is_one_page_that_passes_the_component_checks() {
+        use vmm_integration::kvm::userspace::RecordRegion;
+        assert_eq!(record_range(), 0x9000..0xA000);
+        let mem = crate::guest::boot::create_guest_memory(
+            &GuestLayout::new(MIN_MEMORY_SIZE, 64).unwrap(),
+        )
+        .unwrap();
+        let region =
+            RecordRegion::new(&mem, STEAL_TIME_GPA, 0x1000, MAX_VCPUS, &used_ranges()).unwrap();
+        assert_eq!(region.record_gpa(63), Ok(0x9FC0));
+        assert!(region.record_gpa(64).is_err());
     }
 }

@@ -376,8 +376,13 @@ pub fn write_boot_info(
     params: &PvhParams,
 ) -> Result<u64, PvhError> {
     let high_end = layout.memory_size().min(MMIO_HOLE_GPA);
+    // The flush records are reserved, as a VMM must reserve them: KVM
+    // writes them on every entry (docs/cloud-hypervisor.md §2).
+    let records = crate::guest::layout::record_range();
     let memmap = [
-        memmap_entry(0, LOW_RAM_END, MEMMAP_RAM),
+        memmap_entry(0, records.start, MEMMAP_RAM),
+        memmap_entry(records.start, records.end - records.start, MEMMAP_RESERVED),
+        memmap_entry(records.end, LOW_RAM_END - records.end, MEMMAP_RAM),
         memmap_entry(IMAGE_GPA, high_end - IMAGE_GPA, MEMMAP_RAM),
         memmap_entry(pvh::ROM_GPA, pvh::ROM_SIZE, MEMMAP_RESERVED),
     ];
@@ -568,13 +573,21 @@ mod tests {
             u64::from_le_bytes(block[16..24].try_into().unwrap()),
             layout.usable_limit()
         );
-        let high: hvm_memmap_table_entry =
-            mem.read_obj(GuestAddress(info.memmap_paddr + 24)).unwrap();
+        let entry = |i: u64| -> hvm_memmap_table_entry {
+            mem.read_obj(GuestAddress(info.memmap_paddr + 24 * i))
+                .unwrap()
+        };
+        let records = entry(1);
+        assert_eq!(
+            (records.addr, records.size, records.type_),
+            (crate::guest::layout::STEAL_TIME_GPA, 4096, MEMMAP_RESERVED)
+        );
+        let high = entry(3);
         assert_eq!(
             (high.addr, high.size),
             (IMAGE_GPA, MIN_MEMORY_SIZE - IMAGE_GPA)
         );
         assert_eq!(high.type_, MEMMAP_RAM);
-        assert_eq!(info.memmap_entries, 3);
+        assert_eq!(info.memmap_entries, 5);
     }
 }

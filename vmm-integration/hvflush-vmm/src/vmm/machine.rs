@@ -21,14 +21,15 @@ use crate::guest::pvh::{self, PvhImage, PvhParams};
 use crate::guest::rom::{self, RomError};
 use crate::guest::{self, BootError, ControlBlock, GuestLayout, LayoutError, PvhError};
 use hvflush_api::EventMonitor;
-use vmm_integration::cpuid::{EngineSupport, MergeError, merge_hyperv_leaves};
+use vmm_integration::cpuid::{CpuidError, VmmCpuid, apply_hyperv_cpuid, bits};
 use vmm_integration::decision::{self, Decision, FlushPath, Refusal};
 use vmm_integration::facts::HostFacts;
 use vmm_integration::kernel_counters::KernelCounterSource;
 use vmm_integration::kvm::offload::{KvmOffload, OffloadError};
 use vmm_integration::kvm::probe::{self, ProbeError};
 use vmm_integration::kvm::userspace::{
-    KvmUserspaceFlush, UserspaceError, UserspaceOptions, VcpuKickers, install_kick_signal_handler,
+    KvmUserspaceFlush, RecordRegion, RegionError, UserspaceError, UserspaceOptions, VcpuKickers,
+    install_kick_signal_handler, region_size,
 };
 use vmm_integration::service::VmmFlushService;
 
@@ -46,6 +47,12 @@ pub enum MachineError {
     /// Host probing failed.
     #[error("Cannot probe the host")]
     Probe(#[source] ProbeError),
+    /// The flush configuration does not fit the machine.
+    #[error("Invalid Hyper-V flush configuration for this machine")]
+    Config(#[source] hvflush_config::ConfigError),
+    /// The flush-record region is unusable.
+    #[error("Cannot place the flush records")]
+    Records(#[source] RegionError),
     /// The configuration cannot be served on this host.
     #[error("Hyper-V flush configuration refused")]
     Refused(#[source] Refusal),
@@ -63,7 +70,7 @@ pub enum MachineError {
     Rom(#[source] RomError),
     /// CPUID composition failed.
     #[error("Cannot compose the guest CPUID")]
-    Cpuid(#[source] MergeError),
+    Cpuid(#[source] CpuidError),
     /// The userspace flush path could not be set up.
     #[error("Cannot set up the userspace flush path")]
     Userspace(#[source] UserspaceError),
@@ -82,6 +89,14 @@ pub enum MachineError {
 }
 
 /// The partition's offer for the decided request (what the CPUID shows).
+/// Whether `cpuid` shows VMX (Intel) or SVM (AMD) to the vCPUs.
+fn shows_nested(cpuid: &CpuId) -> bool {
+    cpuid.as_slice().iter().any(|e| {
+        (e.function == 1 && e.ecx & bits::LEAF1_ECX_VMX != 0)
+            || (e.function == 0x8000_0001 && e.ecx & bits::EXT1_ECX_SVM != 0)
+    })
+}
+
 /// A built VM, ready to run.
 pub struct Machine {
     // Drop order: vCPU threads end inside `run`; the VM outlives the memory
@@ -90,7 +105,6 @@ pub struct Machine {
     mem: GuestMemoryMmap,
     /// The reset ROM (PVH boot); mapped as long as the VM.
     _rom: Option<GuestMemoryMmap>,
-    layout: GuestLayout,
     vcpus: Vec<VcpuFd>,
     kernel_counters: Arc<KernelCounterSource>,
     partition: Arc<Partition>,
@@ -113,6 +127,10 @@ impl Machine {
         options: &RunOptions,
         observer: Arc<dyn FlushObserver>,
     ) -> Result<Self, MachineError> {
+        options
+            .flush
+            .validate_vcpus(options.vcpus)
+            .map_err(MachineError::Config)?;
         let kvm = Kvm::new().map_err(MachineError::OpenKvm)?;
         let facts = probe::probe(&kvm).map_err(MachineError::Probe)?;
         let host = HostFacts::kvm(facts.clone());
@@ -200,19 +218,26 @@ impl Machine {
         let mut cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| MachineError::Kvm("get the supported CPUID", e))?;
+        // This VMM shows its vCPUs the whole supported table, nested
+        // virtualization included when the host has it, and no Hyper-V
+        // enlightenments of its own.
+        let vmm_cpuid = VmmCpuid {
+            kvm_hyperv: false,
+            nested: shows_nested(&cpuid),
+            max_vcpus: options.vcpus,
+        };
+        apply_hyperv_cpuid(
+            &mut cpuid,
+            &decision,
+            facts.supported_hv_cpuid.as_ref(),
+            &vmm_cpuid,
+        )
+        .map_err(MachineError::Cpuid)?;
         let offload = match decision.selected_mode {
             FlushPath::Offload => {
-                let o =
-                    KvmOffload::new(&decision.features, &facts).map_err(MachineError::Offload)?;
-                o.merge_into(&mut cpuid).map_err(MachineError::Offload)?;
-                Some(o)
+                Some(KvmOffload::new(&decision.features, &facts).map_err(MachineError::Offload)?)
             }
-            FlushPath::Userspace => {
-                let leaves = decision.hyperv_leaves(None, &EngineSupport::engine(options.vcpus));
-                merge_hyperv_leaves(&mut cpuid, &leaves).map_err(MachineError::Cpuid)?;
-                None
-            }
-            FlushPath::Off => None,
+            _ => None,
         };
         let flush = match decision.selected_mode {
             FlushPath::Userspace => Some(
@@ -223,6 +248,14 @@ impl Machine {
                     Arc::clone(&kickers),
                     UserspaceOptions {
                         hypercall_port: options.flush.hypercall_port,
+                        records: RecordRegion::new(
+                            &mem,
+                            crate::guest::layout::STEAL_TIME_GPA,
+                            region_size(crate::guest::layout::MAX_VCPUS),
+                            options.vcpus,
+                            &crate::guest::layout::used_ranges(),
+                        )
+                        .map_err(MachineError::Records)?,
                     },
                 )
                 .map_err(MachineError::Userspace)?,
@@ -257,7 +290,6 @@ impl Machine {
             vm,
             mem,
             _rom: rom,
-            layout,
             kernel_counters: Arc::new(KernelCounterSource::open(&vcpu_fds)),
             vcpus: vcpu_fds,
             partition,
@@ -335,10 +367,6 @@ impl Machine {
                 markers: Arc::clone(&markers),
                 start,
                 echo: self.options.echo_console,
-                steal_time_gpa: self
-                    .layout
-                    .steal_time_gpa(index as u32)
-                    .map_err(MachineError::Layout)?,
                 hooks_off: self.options.bench_hooks_off,
                 bypass_hooks: false,
                 kick_only: None,

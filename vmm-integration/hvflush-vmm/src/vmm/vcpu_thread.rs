@@ -47,7 +47,6 @@ pub(crate) struct VcpuThread {
     pub(crate) markers: Arc<Mutex<Vec<Marker>>>,
     pub(crate) start: Instant,
     pub(crate) echo: bool,
-    pub(crate) steal_time_gpa: u64,
     /// Bench markers between which this thread skips the flush hooks
     /// ([`super::RunOptions::bench_hooks_off`]), and whether it does now.
     pub(crate) hooks_off: Option<(u32, u32)>,
@@ -107,7 +106,7 @@ impl VcpuThread {
     fn register(&mut self) -> Result<Registered, String> {
         match &self.flush {
             Some(flush) => flush
-                .setup_vcpu(&mut self.vcpu, self.index, self.steal_time_gpa)
+                .setup_vcpu(&mut self.vcpu, self.index)
                 .map(|h| (Some(h), None))
                 .map_err(|e| error_line(&e)),
             None => self

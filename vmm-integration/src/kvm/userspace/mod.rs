@@ -22,8 +22,8 @@
 //! use kvm_ioctls::{Kvm, VcpuExit};
 //! use vm_memory::{GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
 //! use vmm_integration::kvm::userspace::{
-//!     ExitHandled, KvmUserspaceFlush, UserspaceOptions, VcpuKickers,
-//!     install_kick_signal_handler,
+//!     ExitHandled, KvmUserspaceFlush, RecordRegion, UserspaceOptions, VcpuKickers,
+//!     install_kick_signal_handler, region_size,
 //! };
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,18 +35,20 @@
 //! let signal = vmm_sys_util::signal::SIGRTMIN();
 //! install_kick_signal_handler(signal)?;
 //! let kickers = Arc::new(VcpuKickers::new(1, signal));
+//! // 0. The flush records: a range the VMM reserves (E820 reserved, no
+//! //    firmware table in it), checked against what else it put in memory.
+//! let records = RecordRegion::new(&ram, 0x9000, region_size(1), 1, &[])?;
 //! // 1. Once per VM.
 //! let flush = KvmUserspaceFlush::setup_vm(
 //!     &vm,
 //!     partition,
 //!     GuestMemoryAtomic::new(ram),
 //!     kickers,
-//!     UserspaceOptions { hypercall_port: 0x99 },
+//!     UserspaceOptions { hypercall_port: 0x99, records },
 //! )?;
-//! // 2. On the vCPU's thread, before its first KVM_RUN: its steal-time
-//! //    record lives in VMM-owned memory the guest is not told about.
+//! // 2. On the vCPU's thread, before its first KVM_RUN.
 //! let mut vcpu = vm.create_vcpu(0)?;
-//! let mut hooks = flush.setup_vcpu(&mut vcpu, 0, 0x9000)?;
+//! let mut hooks = flush.setup_vcpu(&mut vcpu, 0)?;
 //! loop {
 //!     // 3. Around every KVM_RUN.
 //!     hooks.before_entry(&vcpu)?;
@@ -78,6 +80,7 @@
 mod gate;
 mod kicker;
 mod msrs;
+mod records;
 mod regs;
 mod steal_time;
 mod vm_setup;
@@ -98,6 +101,7 @@ pub use kicker::{
     KickError, KickRegistration, KvmKicker, VcpuKickers, install_kick_signal_handler,
 };
 pub use msrs::{HypervMsrs, MSR_KVM_STEAL_TIME, MsrOutcome, hypercall_stub};
+pub use records::{RECORD_BYTES, REGION_ALIGN, RecordRegion, RegionError, UsedRange, region_size};
 pub use regs::KvmHypercallRegs;
 pub use steal_time::{KVM_VCPU_FLUSH_TLB, KVM_VCPU_PREEMPTED, StealTimeError, StealTimeRecord};
 pub use vm_setup::{VmSetupError, setup_msr_exits};
@@ -117,16 +121,21 @@ pub enum UserspaceError {
     /// The engine refused a vCPU index.
     #[error("Flush engine error")]
     Engine(#[source] EngineError),
+    /// The flush-record region cannot serve a vCPU.
+    #[error("No flush record for vCPU")]
+    Records(#[source] RegionError),
     /// The hypercall port is not an 8-bit port.
     #[error("Hypercall port {0:#x} is not an 8-bit I/O port")]
     Port(u16),
 }
 
 /// Options of the userspace path.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct UserspaceOptions {
     /// I/O port of the hypercall stub (`out imm8, al`).
     pub hypercall_port: u16,
+    /// Where the per-vCPU flush records live.
+    pub records: RecordRegion,
 }
 
 /// Per-VM state of the userspace path.
@@ -136,6 +145,7 @@ pub struct KvmUserspaceFlush<A: GuestAddressSpace> {
     kicker: KvmKicker<A>,
     mem: A,
     port: u16,
+    records: RecordRegion,
 }
 
 /// Whether an exit belonged to this component.
@@ -161,6 +171,13 @@ impl<A: GuestAddressSpace> KvmUserspaceFlush<A> {
     ) -> Result<Arc<Self>, UserspaceError> {
         let port = u8::try_from(options.hypercall_port)
             .map_err(|_| UserspaceError::Port(options.hypercall_port))?;
+        // Every vCPU the engine knows must have a record.
+        if let Some(last) = partition.vcpu_count().checked_sub(1) {
+            options
+                .records
+                .record_gpa(last)
+                .map_err(UserspaceError::Records)?;
+        }
         setup_msr_exits(vm).map_err(UserspaceError::VmSetup)?;
         Ok(Arc::new(Self {
             kicker: KvmKicker::new(kickers, mem.clone()),
@@ -168,6 +185,7 @@ impl<A: GuestAddressSpace> KvmUserspaceFlush<A> {
             partition,
             mem,
             port: options.hypercall_port,
+            records: options.records,
         }))
     }
 
@@ -187,8 +205,8 @@ impl<A: GuestAddressSpace> KvmUserspaceFlush<A> {
     }
 
     /// Per-vCPU setup, called **on the vCPU's own thread** before its first
-    /// `KVM_RUN`: registers the steal-time record at `steal_time_gpa`
-    /// (64-byte aligned, VMM-owned), enables register sync on exits, and
+    /// `KVM_RUN`: registers the vCPU's record in the region of
+    /// [`UserspaceOptions::records`], enables register sync on exits, and
     /// registers the thread for kicks. Drop the hooks on that thread when
     /// it stops running the vCPU; they may outlive the `VcpuFd` (kicks use
     /// their own mapping of the vCPU's run page).
@@ -196,12 +214,15 @@ impl<A: GuestAddressSpace> KvmUserspaceFlush<A> {
         self: &Arc<Self>,
         vcpu: &mut VcpuFd,
         index: usize,
-        steal_time_gpa: u64,
     ) -> Result<KvmVcpuFlush<A>, UserspaceError> {
         if index >= self.partition.vcpu_count() {
             return Err(UserspaceError::Engine(EngineError::NoSuchVcpu(index)));
         }
-        let record = StealTimeRecord::register(vcpu, &*self.mem.memory(), steal_time_gpa)
+        let gpa = self
+            .records
+            .record_gpa(index)
+            .map_err(UserspaceError::Records)?;
+        let record = StealTimeRecord::register(vcpu, &*self.mem.memory(), gpa)
             .map_err(|e| UserspaceError::Executor(index, e))?;
         vcpu.set_sync_valid_reg(SyncReg::Register);
         // CPL and mode of a hypercall's caller (the gates of `gate.rs`).
