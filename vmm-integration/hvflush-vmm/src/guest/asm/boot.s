@@ -442,15 +442,7 @@ boot_exit:
     out dx, al
     jmp boot_park
 
-# Prints the NUL-terminated string at RSI.
-boot_print:
-1:  mov al, [rsi]
-    test al, al
-    jz 2f
-    out PORT_CONSOLE, al
-    inc rsi
-    jmp 1b
-2:  ret
+PRINT_ROUTINE boot
 
 # Prints EDX as 0x and its hex digits without leading zeros.
 boot_print_hex:

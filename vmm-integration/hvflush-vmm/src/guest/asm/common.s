@@ -212,11 +212,9 @@ hvflush_guest_\name\()_end:
 91:
 .endm
 
-# The shared routines, emitted once inside each workload with that workload's
-# name as prefix (each image must be self-contained).
-.macro ROUTINES name
-
-# Prints the NUL-terminated string at RSI on the console port.
+# Prints the NUL-terminated string at RSI on the console port, as
+# \name\()_print (the boot code has one too; each image is self-contained).
+.macro PRINT_ROUTINE name
 \name\()_print:
 1:  mov al, [rsi]
     test al, al
@@ -225,6 +223,13 @@ hvflush_guest_\name\()_end:
     inc rsi
     jmp 1b
 2:  ret
+.endm
+
+# The shared routines, emitted once inside each workload with that workload's
+# name as prefix (each image must be self-contained).
+.macro ROUTINES name
+
+PRINT_ROUTINE \name
 
 # Prints RAX as 0x followed by 16 hex digits.
 \name\()_print_hex:
