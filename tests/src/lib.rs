@@ -14,6 +14,9 @@ pub enum Capability {
     Kvm,
     /// tracefs with the KVM tracepoints, as root.
     Tracefs,
+    /// KVM with in-kernel Hyper-V flush (`KVM_CAP_HYPERV_TLBFLUSH`): the
+    /// offload tests. Our CI hosts lack it, so CI does not require it.
+    KvmHyperv,
 }
 
 impl Capability {
@@ -22,6 +25,7 @@ impl Capability {
         match self {
             Self::Kvm => "kvm",
             Self::Tracefs => "tracefs",
+            Self::KvmHyperv => "kvm-hyperv",
         }
     }
 }

@@ -88,7 +88,10 @@ fn documented_examples_run() {
     let client = vmm.client();
     let deadline = std::time::Instant::now() + common::PROGRESS_WAIT;
     while client.counters().map_or(0, |c| c.total_hypercalls()) == 0 {
-        assert!(std::time::Instant::now() < deadline, "the guest made no call");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the guest made no call"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     for example in examples {
