@@ -18,3 +18,5 @@ pub mod mshv;
 pub mod probe;
 #[cfg(feature = "kvm")]
 pub mod service;
+#[cfg(feature = "kvm")]
+pub mod state;

@@ -2,9 +2,12 @@
 //! refusals, the counters mapping and the `config-changed` events, over a
 //! real engine `Partition` and decisions made from host fixtures.
 
+mod common;
+
 use std::io::Read;
 use std::sync::Arc;
 
+use common::userspace_host;
 use hvflush_api::FlushService;
 use hvflush_api::events::{Event, EventMonitor, MonitorOptions};
 use hvflush_api::model::{self, Feature, ServicePath, UpdateError, UpdateOutcome};
@@ -13,28 +16,7 @@ use hyperv_flush::abi::HvStatus;
 use hyperv_flush::decode::{FlushCall, Offer};
 use hyperv_flush::engine::{self, CountersSnapshot, InputKind, Partition, PartitionConfig};
 use vmm_integration::decision::{self, Decision, FlushPath};
-use vmm_integration::facts::{
-    CpuVendor, HostFacts, KvmFacts, KvmHypervCaps, KvmUserspaceCaps, NestedFacts,
-};
 use vmm_integration::service::{VmmFlushService, counters_report};
-
-/// A KVM host without in-kernel Hyper-V: only userspace mode works.
-fn userspace_host() -> HostFacts {
-    HostFacts::kvm(KvmFacts {
-        vendor: CpuVendor::Intel,
-        hyperv: KvmHypervCaps::default(),
-        supported_hv_cpuid: None,
-        nested: NestedFacts::default(),
-        userspace: KvmUserspaceCaps {
-            user_space_msr: true,
-            msr_filter: true,
-            sync_regs: true,
-            immediate_exit: true,
-            pv_tlb_flush: true,
-            steal_time: true,
-        },
-    })
-}
 
 struct Fixture {
     service: VmmFlushService,

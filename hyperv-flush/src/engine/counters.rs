@@ -243,7 +243,7 @@ impl VcpuCounters {
 /// A consistent-enough copy of all counters (each counter is exact; the
 /// set is not an atomic cut across vCPUs).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CountersSnapshot {
     /// Hypercalls per path, indexed like [`HypercallKind::index`].
     pub hypercalls: [u64; PATHS],

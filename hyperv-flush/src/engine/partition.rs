@@ -1,6 +1,8 @@
 //! The partition: every vCPU's flush state, routing, and the hypercall
 //! entry point a backend calls from its exit handler.
 
+mod restore;
+
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
