@@ -43,8 +43,8 @@ use checker::{Completion, Summary, check, parse_trace};
 use hvflush_config::{FlushMode, HypervFlushConfig};
 use hvflush_tests::{Capability, have_kvm, skip};
 use hvflush_vmm::guest::Workload;
-use hvflush_vmm::vmm::{GuestProgram, Machine, RunOptions, RunReport};
-use hyperv_flush::engine::{FlushObserver, Level, VcpuSet};
+use hvflush_vmm::vmm::{GuestProgram, Machine, MachineError, RunOptions, RunReport, Snapshot};
+use hyperv_flush::engine::{CountersSnapshot, FlushObserver, Level, VcpuSet};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 /// Per-CPU ring buffer of the private instance; only two events, and
@@ -214,7 +214,14 @@ fn traced_run(workload: Workload, duration: Option<Duration>) -> Option<(RunRepo
     if !have_kvm() {
         return None;
     }
-    let options = RunOptions {
+    let options = options(workload, duration);
+    traced(&options, &CountersSnapshot::default(), |log| {
+        Machine::create_with_observer(&options, log)
+    })
+}
+
+fn options(workload: Workload, duration: Option<Duration>) -> RunOptions {
+    RunOptions {
         vcpus: VCPUS,
         // The path under test, whatever the host offers (auto would pick
         // offload where KVM has in-kernel Hyper-V).
@@ -227,7 +234,19 @@ fn traced_run(workload: Workload, duration: Option<Duration>) -> Option<(RunRepo
         timeout: RUN_TIMEOUT,
         echo_console: false,
         ..RunOptions::default()
-    };
+    }
+}
+
+/// Builds a machine with `build` (given the completion log to observe
+/// with), runs it under the trace and checks it. `before` are the counters
+/// the machine starts from (a restored VM's), so that only this run's
+/// flushes are compared with the trace.
+fn traced(
+    options: &RunOptions,
+    before: &CountersSnapshot,
+    build: impl FnOnce(Arc<CompletionLog>) -> Result<Machine, MachineError>,
+) -> Option<(RunReport, Summary)> {
+    let restored = *before != CountersSnapshot::default();
     let port = options.flush.hypercall_port;
     let trace = match start_tracing() {
         Ok(t) => t,
@@ -237,8 +256,8 @@ fn traced_run(workload: Workload, duration: Option<Duration>) -> Option<(RunRepo
         }
     };
     let log = Arc::new(CompletionLog::default());
-    let machine = Machine::create_with_observer(&options, log.clone())
-        .unwrap_or_else(|e| panic!("creating the VM failed: {e:?}"));
+    let machine = build(log.clone()).unwrap_or_else(|e| panic!("creating the VM failed: {e:?}"));
+    let restored_at = restored.then(monotonic_ns);
     assert_eq!(
         machine.flush_config().hypercall_port,
         port,
@@ -265,7 +284,7 @@ fn traced_run(workload: Workload, duration: Option<Duration>) -> Option<(RunRepo
         !completions.is_empty(),
         "the workload completed no flush request"
     );
-    let summary = check(&events, &completions, port).unwrap_or_else(|errors| {
+    let summary = check(&events, &completions, port, restored_at).unwrap_or_else(|errors| {
         panic!(
             "{} flush-protocol violations (first 20):\n{}",
             errors.len(),
@@ -276,7 +295,8 @@ fn traced_run(workload: Workload, duration: Option<Duration>) -> Option<(RunRepo
     // one `need_flush_tlb true` each, and no other.
     let trues = summary.flushes_seen as u64;
     let c = &report.counters;
-    let executed = c.flushes_executed + c.preempted_flushes;
+    let executed = (c.flushes_executed + c.preempted_flushes)
+        - (before.flushes_executed + before.preempted_flushes);
     assert_eq!(
         trues, executed,
         "need_flush_tlb true in the trace vs flushes the executor counted as executed"
@@ -362,4 +382,68 @@ fn flushes_after_a_vm_reset_are_seen_by_the_host() {
         "{:?}",
         report.counters
     );
+}
+
+/// A storm on 4 vCPUs is snapshotted mid-run by one process, which exits;
+/// this process restores it, and every flush after the restore is one the
+/// host performed, before the target ran again. The HYPERCALL MSR comes
+/// back as saved and the counters go on from their saved values.
+#[test]
+fn flushes_after_a_restore_are_seen_by_the_host() {
+    let _one_vm = lock(&KVM_RUNS);
+    if !have_kvm() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("hvflush-snap-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hvflush-vmm"))
+        .args([
+            "run",
+            "--workload",
+            "storm",
+            "--vcpus",
+            "4",
+            "--duration",
+            "6",
+        ])
+        .args(["--hyperv-flush", "mode=userspace", "--quiet", "--json"])
+        .args(["--snapshot-after", "2", "--snapshot-dir"])
+        .arg(&dir)
+        .output()
+        .expect("hvflush-vmm runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snapshot = Snapshot::read(&dir).expect("the snapshot reads back");
+    let saved = snapshot.flush_state().clone();
+    let msrs = saved.msrs.expect("userspace state has the MSRs");
+    assert_eq!(
+        msrs.hypercall & 1,
+        1,
+        "the guest had enabled its hypercall page"
+    );
+    assert!(
+        saved.counters.total_hypercalls() > 0,
+        "the storm had made calls"
+    );
+
+    let mut options = snapshot.run_options();
+    options.echo_console = false;
+    let (report, summary) = traced(&options, &saved.counters, |log| {
+        let machine = Machine::restore(&snapshot, &options, log)?;
+        assert_eq!(
+            machine.flush_state().msrs,
+            saved.msrs,
+            "HYPERCALL MSR preserved"
+        );
+        Ok(machine)
+    })
+    .expect("KVM and tracefs were there a moment ago");
+    let c = &report.counters;
+    assert!(c.total_hypercalls() > saved.counters.total_hypercalls());
+    assert!(c.flushes_taken > saved.counters.flushes_taken);
+    assert_eq!(summary.vcpus_checked, 4, "{summary:?}");
+    fs::remove_dir_all(&dir).ok();
 }

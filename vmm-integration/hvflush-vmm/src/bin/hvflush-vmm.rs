@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::cli::run(args),
         Command::Probe(args) => commands::cli::probe(args),
         Command::Bench(args) => commands::bench::bench(args),
+        Command::Restore(args) => commands::cli::restore(args),
         Command::GuestImage(args) => commands::guest_image::guest_image(args),
     };
     match result {

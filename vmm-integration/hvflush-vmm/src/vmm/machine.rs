@@ -14,8 +14,10 @@ use thiserror::Error;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 
 use super::VmAddressSpace;
+use super::kvm_state::{self, KvmStateError, VmState};
 use super::options::{BootMode, GuestProgram, RunOptions};
 use super::report::{RunReport, VcpuOutcome};
+use super::snapshot::{Capture, Snapshot, SnapshotError, SnapshotParts, write_snapshot};
 use super::vcpu_thread::{self, VcpuThread};
 use crate::guest::pvh::{self, PvhImage, PvhParams};
 use crate::guest::rom::{self, RomError};
@@ -32,6 +34,7 @@ use vmm_integration::kvm::userspace::{
     install_kick_signal_handler, region_size,
 };
 use vmm_integration::service::VmmFlushService;
+use vmm_integration::state::FlushState;
 
 /// Errors building or running the VM.
 #[derive(Debug, Error)]
@@ -50,6 +53,12 @@ pub enum MachineError {
     /// The flush configuration does not fit the machine.
     #[error("Invalid Hyper-V flush configuration for this machine")]
     Config(#[source] hvflush_config::ConfigError),
+    /// A snapshot could not be written or loaded.
+    #[error("Snapshot failed")]
+    Snapshot(#[source] SnapshotError),
+    /// KVM's VM or vCPU state could not be read or loaded.
+    #[error("Cannot save or load KVM state")]
+    KvmState(#[source] KvmStateError),
     /// The flush-record region is unusable.
     #[error("Cannot place the flush records")]
     Records(#[source] RegionError),
@@ -114,6 +123,8 @@ pub struct Machine {
     host: HostFacts,
     options: RunOptions,
     program_name: String,
+    /// The MSRs a snapshot saves.
+    msr_list: Vec<u32>,
 }
 
 impl Machine {
@@ -132,6 +143,7 @@ impl Machine {
             .validate_vcpus(options.vcpus)
             .map_err(MachineError::Config)?;
         let kvm = Kvm::new().map_err(MachineError::OpenKvm)?;
+        let msr_list = kvm_state::msr_list(&kvm).map_err(MachineError::KvmState)?;
         let facts = probe::probe(&kvm).map_err(MachineError::Probe)?;
         let host = HostFacts::kvm(facts.clone());
         let decision = decision::decide(&options.flush, &host).map_err(MachineError::Refused)?;
@@ -299,7 +311,44 @@ impl Machine {
             host,
             options: options.clone(),
             program_name,
+            msr_list,
         })
+    }
+
+    /// Builds the VM a snapshot describes, the same way it was built, then
+    /// loads its memory, its in-kernel devices, every vCPU's KVM state and
+    /// the component's state, before any vCPU runs.
+    /// `options` are the snapshot's ([`Snapshot::run_options`]), with the
+    /// caller's console choice.
+    pub fn restore(
+        snapshot: &Snapshot,
+        options: &RunOptions,
+        observer: Arc<dyn FlushObserver>,
+    ) -> Result<Self, MachineError> {
+        let machine = Self::create_with_observer(options, observer)?;
+        snapshot
+            .load_memory(&machine.mem)
+            .map_err(MachineError::Snapshot)?;
+        snapshot
+            .vm_state()
+            .restore(&machine.vm)
+            .map_err(MachineError::KvmState)?;
+        for (index, vcpu) in machine.vcpus.iter().enumerate() {
+            let state = snapshot.vcpu_state(index).ok_or_else(|| {
+                MachineError::Snapshot(SnapshotError::Inconsistent(format!("no vCPU {index}")))
+            })?;
+            state.restore(vcpu).map_err(MachineError::KvmState)?;
+        }
+        snapshot
+            .flush_state()
+            .restore(
+                &machine.host,
+                &machine.mem,
+                &machine.partition,
+                machine.flush.as_ref().map(|f| f.msrs()),
+            )
+            .map_err(|e| MachineError::Snapshot(SnapshotError::Flush(e)))?;
+        Ok(machine)
     }
 
     /// The REST API's service for this machine (before it runs), with the
@@ -313,6 +362,16 @@ impl Machine {
             monitor,
         )
         .with_kernel_counters(Arc::clone(&self.kernel_counters))
+    }
+
+    /// The component's state now (what a snapshot would save).
+    pub fn flush_state(&self) -> FlushState {
+        FlushState::capture(
+            &self.partition,
+            &self.options.flush,
+            &self.decision,
+            self.flush.as_ref().map(|f| f.msrs()),
+        )
     }
 
     /// The engine (counters, VP map, runtime offer).
@@ -356,6 +415,7 @@ impl Machine {
         let (tx, rx) = mpsc::channel();
         let tids = Arc::new(Mutex::new(Vec::new()));
         let power_off = Arc::new(AtomicBool::new(false));
+        let capture = Arc::new(Capture::new(self.vcpus.len(), self.msr_list.clone()));
         let mut handles = Vec::new();
         for (index, vcpu) in self.vcpus.drain(..).enumerate() {
             let thread = VcpuThread {
@@ -373,6 +433,7 @@ impl Machine {
                 ignore_exit_port: self.options.ignore_exit_port,
                 power_off: Arc::clone(&power_off),
                 exit_code: None,
+                capture: Arc::clone(&capture),
             };
             let tx = tx.clone();
             let tids = Arc::clone(&tids);
@@ -428,6 +489,17 @@ impl Machine {
                 stop_requested = true;
                 guest::request_stop(&self.mem).map_err(MachineError::Boot)?;
             }
+            if self
+                .options
+                .snapshot
+                .as_ref()
+                .is_some_and(|a| elapsed >= a.after)
+            {
+                if !capture.requested.swap(true, SeqCst) {
+                    stop.store(true, SeqCst);
+                }
+                self.kickers.kick_all();
+            }
             let reason = if external_stop.load(SeqCst) {
                 Some("stopped by signal".to_string())
             } else if elapsed >= self.options.timeout {
@@ -446,6 +518,13 @@ impl Machine {
         for h in handles {
             let _ = h.join();
         }
+        let snapshot = match &self.options.snapshot {
+            Some(at) if capture.requested.load(SeqCst) => {
+                self.write_snapshot(&capture, start.elapsed())?;
+                Some(at.dir.clone())
+            }
+            _ => None,
+        };
         let mode = match self.decision.selected_mode {
             FlushPath::Offload => "offload",
             FlushPath::Userspace => "userspace",
@@ -462,6 +541,7 @@ impl Machine {
             markers,
             elapsed: start.elapsed(),
             stop_reason,
+            snapshot,
         };
         // The VM (and its memory registration) goes after every vCPU thread.
         drop(self.flush.take());
@@ -471,6 +551,25 @@ impl Machine {
 }
 
 impl Machine {
+    /// Every vCPU has stopped for a snapshot: writes it.
+    fn write_snapshot(&self, capture: &Capture, elapsed: Duration) -> Result<(), MachineError> {
+        let Some(at) = &self.options.snapshot else {
+            return Ok(());
+        };
+        let vcpus = capture.take().map_err(MachineError::Snapshot)?;
+        let vm = VmState::save(&self.vm).map_err(MachineError::KvmState)?;
+        let flush = self.flush_state();
+        let parts = SnapshotParts {
+            options: &self.options,
+            elapsed,
+            mem: &self.mem,
+            vm,
+            vcpus,
+            flush,
+        };
+        write_snapshot(&at.dir, parts).map_err(MachineError::Snapshot)
+    }
+
     /// Offload mode: once every vCPU thread has said who it is (bounded
     /// wait), count the kernel's flush tracepoints for those threads.
     fn start_offload_trace(&self, tids: &Mutex<Vec<u32>>) {

@@ -4,14 +4,17 @@
 //! `service`, `events`). Other VMMs copy from here.
 
 mod console;
+mod kvm_state;
 mod machine;
 mod options;
 mod report;
+mod snapshot;
 mod vcpu_thread;
 
 pub use machine::{Machine, MachineError};
-pub use options::{BootMode, GuestProgram, RunOptions};
+pub use options::{BootMode, GuestProgram, RunOptions, SnapshotAt};
 pub use report::{Marker, RunReport, VcpuOutcome};
+pub use snapshot::{SNAPSHOT_VERSION, Snapshot, SnapshotError};
 pub use vcpu_thread::BENCH_TRAP_PORT;
 
 /// The guest address space the flush path reads through: atomic, as in

@@ -41,6 +41,16 @@ impl std::str::FromStr for BootMode {
     }
 }
 
+/// When and where to snapshot the running VM (`run --snapshot-after`):
+/// every vCPU is stopped, the snapshot written, and the run ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotAt {
+    /// Time since the vCPUs started.
+    pub after: Duration,
+    /// The snapshot directory (created).
+    pub dir: PathBuf,
+}
+
 /// Everything a run needs.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -77,6 +87,8 @@ pub struct RunOptions {
     /// first of these markers to the second. Sound only while nothing can
     /// target vCPU 0 (the bench's idle-target run).
     pub bench_hooks_off: Option<(u32, u32)>,
+    /// Snapshot the VM at some point of the run.
+    pub snapshot: Option<SnapshotAt>,
 }
 
 impl Default for RunOptions {
@@ -96,6 +108,7 @@ impl Default for RunOptions {
             echo_console: true,
             stop_on_marker: None,
             bench_hooks_off: None,
+            snapshot: None,
         }
     }
 }

@@ -63,12 +63,20 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Why the run was stopped early, if it was.
     pub stop_reason: Option<String>,
+    /// Where the run's snapshot was written (`RunOptions::snapshot`): the
+    /// vCPUs were stopped for it, and `restore` goes on from there.
+    pub snapshot: Option<std::path::PathBuf>,
 }
 
 impl RunReport {
-    /// Passed only if every vCPU wrote 0 and nothing stopped the run.
+    /// Passed only if every vCPU wrote 0 and nothing stopped the run, or
+    /// the run ended in a snapshot with no vCPU failed.
     pub fn passed(&self) -> bool {
-        self.stop_reason.is_none() && self.outcomes.iter().all(|o| *o == VcpuOutcome::Passed)
+        let done = |o: &VcpuOutcome| match self.snapshot {
+            Some(_) => matches!(o, VcpuOutcome::Passed | VcpuOutcome::Stopped),
+            None => *o == VcpuOutcome::Passed,
+        };
+        self.stop_reason.is_none() && self.outcomes.iter().all(done)
     }
 
     /// The first failure, in words naming the vCPU and cause.
@@ -125,6 +133,7 @@ impl RunReport {
             .collect();
         json!({
             "passed": self.passed(),
+            "snapshot": self.snapshot,
             "failure": self.failure(),
             "program": self.program,
             "mode": self.mode,
@@ -147,7 +156,11 @@ impl RunReport {
     pub fn to_table(&self) -> String {
         let c = &self.counters;
         let mut out = String::new();
-        let verdict = if self.passed() { "PASSED" } else { "FAILED" };
+        let verdict = match (self.passed(), &self.snapshot) {
+            (true, Some(_)) => "SNAPSHOT",
+            (true, None) => "PASSED",
+            (false, _) => "FAILED",
+        };
         let _ = writeln!(
             out,
             "{verdict}: {} on {} vCPUs ({} path) in {:.2?}",

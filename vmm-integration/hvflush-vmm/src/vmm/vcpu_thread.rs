@@ -10,7 +10,9 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::VmAddressSpace;
 use super::console::Console;
+use super::kvm_state::VcpuState;
 use super::report::{Marker, VcpuOutcome};
+use super::snapshot::Capture;
 use crate::guest::BootError;
 use crate::guest::layout::{
     BENCH_STUB_GPA, CONSOLE_PORT, EXIT_PORT, MARKER_PORT, POWER_OFF_VALUE, POWER_PORT,
@@ -59,6 +61,8 @@ pub(crate) struct VcpuThread {
     pub(crate) power_off: Arc<AtomicBool>,
     /// The last exit-port value, when resumed after it.
     pub(crate) exit_code: Option<u32>,
+    /// Where to leave this vCPU's state when the stop is for a snapshot.
+    pub(crate) capture: Arc<Capture>,
 }
 
 type Registered = (
@@ -141,6 +145,10 @@ impl VcpuThread {
             if let Some(h) = hooks.as_mut().filter(|_| !bypass) {
                 h.after_exit();
             }
+            if self.capture.requested.load(SeqCst) {
+                let state = self.save_state();
+                self.capture.put(self.index, state);
+            }
             return Pending::End(VcpuOutcome::Stopped);
         }
         let result = self.vcpu.run();
@@ -182,6 +190,22 @@ impl VcpuThread {
             Pending::IoOut(port, buf, len) => self.io_out(hooks, console, port, &buf[..len]),
             other => other,
         }
+    }
+
+    /// The vCPU's KVM state for a snapshot. One `KVM_RUN` with
+    /// `immediate_exit` first: it completes the last exit (the port write's
+    /// instruction, the registers this loop changed through sync regs)
+    /// without running guest code.
+    fn save_state(&mut self) -> Result<VcpuState, String> {
+        self.vcpu.set_kvm_immediate_exit(1);
+        let completed = match self.vcpu.run() {
+            Err(e) if e.errno() == libc::EINTR => Ok(()),
+            Err(e) => Err(format!("KVM_RUN to complete the last exit: {e}")),
+            Ok(exit) => Err(format!("unexpected exit {exit:?} while stopping")),
+        };
+        self.vcpu.set_kvm_immediate_exit(0);
+        completed?;
+        VcpuState::save(&self.vcpu, &self.capture.msr_list).map_err(|e| error_line(&e))
     }
 
     fn io_out(

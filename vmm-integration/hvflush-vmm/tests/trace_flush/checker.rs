@@ -241,10 +241,14 @@ struct Placed {
 }
 
 /// Checks the trace against the completions; `Err` lists every violation.
+/// `restored_at`: the VM was restored from a snapshot at that
+/// CLOCK_MONOTONIC time, which asks every vCPU to flush everything at its
+/// first entry: that entry must flush, and explains that flush.
 pub(crate) fn check(
     events: &[Event],
     completions: &[Completion],
     port: u16,
+    restored_at: Option<u64>,
 ) -> Result<Summary, Vec<String>> {
     let per = split_by_vcpu(events, port)?;
     let mut errors = Vec::new();
@@ -283,6 +287,16 @@ pub(crate) fn check(
             if let Some(p) = placed.get_mut(t) {
                 p.push(Placed { t0, at_ns: c.at_ns });
             }
+        }
+    }
+    if let Some(at_ns) = restored_at {
+        for (t, vt) in per.iter().enumerate() {
+            if !vt.entries.is_empty() && vt.entries.first() != vt.flushes.first() {
+                errors.push(format!(
+                    "vCPU {t}: its first entry after the restore did not flush"
+                ));
+            }
+            placed[t].push(Placed { t0: 0, at_ns });
         }
     }
     for (t, vt) in per.iter().enumerate() {
@@ -367,7 +381,9 @@ fn check_explained(
     let mut usable = BinaryHeap::new();
     let mut previous_armed_after: Option<u64> = None;
     for &f in &vt.flushes {
-        while let Some(r) = requests.get(next).filter(|r| r.t0 < f) {
+        // `<=`: a restore is placed at event 0, which may be this flush; a
+        // request's port write is never the flush event itself.
+        while let Some(r) = requests.get(next).filter(|r| r.t0 <= f) {
             usable.push(Reverse(r.at_ns));
             next += 1;
         }
@@ -453,7 +469,7 @@ mod tests {
     }
 
     fn run_check(lines: &[String], completions: &[Completion]) -> Result<Summary, Vec<String>> {
-        check(&parse_trace(&lines.join("\n")), completions, 0x99)
+        check(&parse_trace(&lines.join("\n")), completions, 0x99, None)
     }
 
     #[test]
@@ -632,5 +648,40 @@ mod tests {
                 .is_none()
         );
         assert!(parse_line("vcpu0-1 [000] ..... 1.000001: sched_switch: x").is_none());
+    }
+
+    /// After a restore every vCPU's first entry flushes (the restore's
+    /// flush-all explains it); a first entry that does not, or a second
+    /// unexplained flush, is a violation; without a restore the same
+    /// flushes have nothing to explain them.
+    #[test]
+    fn a_restore_explains_each_first_flush_and_requires_it() {
+        let events = |lines: &[String]| parse_trace(&lines.join("\n"));
+        let restored = vec![
+            "# tracer: nop".to_string(),
+            entry(0, 10, true),
+            entry(1, 20, true),
+            entry(0, 30, false),
+        ];
+        assert!(check(&events(&restored), &[], 0x99, Some(5_000)).is_ok());
+        assert!(check(&events(&restored), &[], 0x99, None).is_err());
+        let missed = vec![
+            "# tracer: nop".to_string(),
+            entry(0, 10, false),
+            entry(0, 20, true),
+        ];
+        let errors = check(&events(&missed), &[], 0x99, Some(5_000)).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("first entry after the restore did not flush")),
+            "{errors:?}"
+        );
+        let twice = vec![
+            "# tracer: nop".to_string(),
+            entry(0, 10, true),
+            entry(0, 20, true),
+        ];
+        assert!(check(&events(&twice), &[], 0x99, Some(5_000)).is_err());
     }
 }

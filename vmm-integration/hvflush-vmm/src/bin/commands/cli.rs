@@ -12,7 +12,10 @@ use hvflush_api::{ApiServer, EventMonitor, error_line};
 use hvflush_config::{ApiSocketConfig, EventMonitorConfig, HypervFlushConfig};
 use hvflush_vmm::config_file::merge_config;
 use hvflush_vmm::guest::Workload;
-use hvflush_vmm::vmm::{BootMode, GuestProgram, Machine, RunOptions, RunReport};
+use hvflush_vmm::vmm::{
+    BootMode, GuestProgram, Machine, MachineError, RunOptions, RunReport, Snapshot, SnapshotAt,
+};
+use hyperv_flush::engine::{FlushObserver, NoopObserver};
 use vmm_integration::events::{EventObserver, EventReporting};
 use vmm_integration::probe::{probe_host, render_probe_human};
 
@@ -32,6 +35,8 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Measure the flush path against a bare trap (writes JSON).
     Bench(crate::commands::bench::BenchArgs),
+    /// Resume a VM from a snapshot written by `run --snapshot-after`.
+    Restore(RestoreArgs),
     /// Write a workload as a PVH ELF (for Cloud Hypervisor's --kernel) and
     /// optionally its parameter block (for --initramfs).
     GuestImage(crate::commands::guest_image::GuestImageArgs),
@@ -96,6 +101,20 @@ pub struct RunArgs {
     /// VP index = vCPU index × K (exercises sets across banks).
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub vp_index_stride: u32,
+    /// Stop every vCPU after this many seconds, write a snapshot to
+    /// --snapshot-dir and end the run (`restore --source DIR` resumes it).
+    #[arg(long, value_name = "SECS", requires = "snapshot_dir")]
+    pub snapshot_after: Option<f64>,
+    /// Where --snapshot-after writes the snapshot.
+    #[arg(long, value_name = "DIR", requires = "snapshot_after")]
+    pub snapshot_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// How a run is reported and served (shared by `run` and `restore`).
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
     /// Print one JSON object instead of the summary table.
     #[arg(long)]
     pub json: bool,
@@ -114,6 +133,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub summary_interval: u64,
+}
+
+/// `restore`: resume a VM from a snapshot directory.
+#[derive(Args, Debug, Clone)]
+pub struct RestoreArgs {
+    /// The snapshot directory (`run --snapshot-after SECS --snapshot-dir DIR`).
+    #[arg(long, value_name = "DIR")]
+    pub source: PathBuf,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 impl RunArgs {
@@ -135,9 +164,17 @@ impl RunArgs {
             vp_index_stride: self.vp_index_stride,
             iterations: 0,
             param: 0,
-            echo_console: !self.quiet,
+            echo_console: !self.serve.quiet,
             stop_on_marker: None,
             bench_hooks_off: None,
+            snapshot: match (self.snapshot_after, &self.snapshot_dir) {
+                (Some(secs), Some(dir)) => Some(SnapshotAt {
+                    after: Duration::try_from_secs_f64(secs)
+                        .map_err(|e| format!("--snapshot-after {secs}: {e}"))?,
+                    dir: dir.clone(),
+                }),
+                _ => None,
+            },
         })
     }
 }
@@ -173,23 +210,44 @@ pub fn termination_flag() -> &'static AtomicBool {
 pub fn run(args: RunArgs) -> Result<ExitCode, String> {
     let options = args.options()?;
     install_termination_handlers()?;
-    let report = run_served(&args, &options)?;
-    if args.json {
+    let report = run_served(&args.serve, |observer| {
+        Machine::create_with_observer(&options, observer)
+    })?;
+    Ok(print_report(&args.serve, &report))
+}
+
+pub fn restore(args: RestoreArgs) -> Result<ExitCode, String> {
+    // Read and checked whole before any VM exists.
+    let snapshot = Snapshot::read(&args.source).map_err(|e| error_line(&e))?;
+    let mut options = snapshot.run_options();
+    options.echo_console = !args.serve.quiet;
+    install_termination_handlers()?;
+    let report = run_served(&args.serve, |observer| {
+        Machine::restore(&snapshot, &options, observer)
+    })?;
+    Ok(print_report(&args.serve, &report))
+}
+
+fn print_report(serve: &ServeArgs, report: &RunReport) -> ExitCode {
+    if serve.json {
         println!("{}", report.to_json());
     } else {
         print!("{}", report.to_table());
     }
-    Ok(if report.passed() {
+    if report.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }
 
 /// Runs the machine with the event monitor and the API server around it:
 /// both start before the vCPUs; at the end (guest done, timeout or signal)
 /// the API server stops (socket removed) and `shutdown` is written last.
-fn run_served(args: &RunArgs, options: &RunOptions) -> Result<RunReport, String> {
+fn run_served(
+    args: &ServeArgs,
+    build: impl FnOnce(Arc<dyn FlushObserver>) -> Result<Machine, MachineError>,
+) -> Result<RunReport, String> {
     let monitor = match &args.event_monitor {
         Some(config) => Some(Arc::new(
             EventMonitor::open(config, MonitorOptions::default()).map_err(|e| error_line(&e))?,
@@ -199,11 +257,11 @@ fn run_served(args: &RunArgs, options: &RunOptions) -> Result<RunReport, String>
     let observer = monitor
         .as_ref()
         .map(|m| Arc::new(EventObserver::new(Arc::clone(m))));
-    let machine = match &observer {
-        Some(o) => Machine::create_with_observer(options, o.clone()),
-        None => Machine::create(options),
-    }
-    .map_err(|e| error_line(&e))?;
+    let observer: Arc<dyn FlushObserver> = match &observer {
+        Some(o) => o.clone(),
+        None => Arc::new(NoopObserver),
+    };
+    let machine = build(observer).map_err(|e| error_line(&e))?;
     let service = Arc::new(machine.flush_service(monitor.clone()));
     let reporting = match monitor {
         Some(m) => Some(
