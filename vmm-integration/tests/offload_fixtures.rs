@@ -12,6 +12,7 @@ use vmm_integration::cpuid::{
 };
 #[path = "offload_fixtures/backends.rs"]
 mod backends;
+mod common;
 #[cfg(feature = "kvm")]
 #[path = "offload_fixtures/cpuid_sites.rs"]
 mod cpuid_sites;
@@ -24,6 +25,8 @@ use vmm_integration::facts::{
     NestedFacts,
 };
 use vmm_integration::probe;
+
+use common::all_userspace_caps;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,17 +119,6 @@ fn load_all() -> Vec<Loaded> {
     // Linux 5.10, 5.15, 6.1 and 6.16, Intel and AMD, nested on and off.
     assert_eq!(out.len(), 13, "every fixture loaded");
     out
-}
-
-fn all_userspace_caps() -> KvmUserspaceCaps {
-    KvmUserspaceCaps {
-        user_space_msr: true,
-        msr_filter: true,
-        sync_regs: true,
-        immediate_exit: true,
-        pv_tlb_flush: true,
-        steal_time: true,
-    }
 }
 
 /// Every configuration the flush bits depend on.

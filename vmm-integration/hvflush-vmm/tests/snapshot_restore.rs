@@ -3,6 +3,8 @@
 //! going on; a truncated, corrupted or foreign snapshot is refused before
 //! any VM starts, with the file and the reason.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -27,33 +29,6 @@ fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("hvflush-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-/// A 4-vCPU storm snapshotted after 2 s; its report.
-fn snapshot_storm(dir: &Path) -> Value {
-    let out = vmm()
-        .args([
-            "run",
-            "--workload",
-            "storm",
-            "--vcpus",
-            "4",
-            "--duration",
-            "6",
-        ])
-        .args(["--hyperv-flush", "mode=userspace", "--quiet", "--json"])
-        .args(["--snapshot-after", "2", "--snapshot-dir"])
-        .arg(dir)
-        .output()
-        .expect("hvflush-vmm runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = json(&out);
-    assert_eq!(report["snapshot"].as_str(), dir.to_str());
-    report
 }
 
 fn restore(dir: &Path) -> Output {
@@ -81,7 +56,7 @@ fn a_snapshotted_storm_finishes_in_another_process_and_bad_snapshots_are_refused
         return;
     }
     let dir = temp("snap");
-    let before = snapshot_storm(&dir);
+    let before = common::snapshot_storm(&dir);
     let saved = &before["counters"];
 
     // Refused with the reason, before any VM starts: each corruption of a copy.

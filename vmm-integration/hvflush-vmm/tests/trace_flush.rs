@@ -32,6 +32,7 @@
 
 #[path = "trace_flush/checker.rs"]
 mod checker;
+mod common;
 
 use std::fs;
 use std::io;
@@ -396,26 +397,7 @@ fn flushes_after_a_restore_are_seen_by_the_host() {
     }
     let dir = std::env::temp_dir().join(format!("hvflush-snap-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hvflush-vmm"))
-        .args([
-            "run",
-            "--workload",
-            "storm",
-            "--vcpus",
-            "4",
-            "--duration",
-            "6",
-        ])
-        .args(["--hyperv-flush", "mode=userspace", "--quiet", "--json"])
-        .args(["--snapshot-after", "2", "--snapshot-dir"])
-        .arg(&dir)
-        .output()
-        .expect("hvflush-vmm runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::snapshot_storm(&dir);
     let snapshot = Snapshot::read(&dir).expect("the snapshot reads back");
     let saved = snapshot.flush_state().clone();
     let msrs = saved.msrs.expect("userspace state has the MSRs");

@@ -12,13 +12,18 @@ pub fn userspace_host() -> HostFacts {
         hyperv: KvmHypervCaps::default(),
         supported_hv_cpuid: None,
         nested: NestedFacts::default(),
-        userspace: KvmUserspaceCaps {
-            user_space_msr: true,
-            msr_filter: true,
-            sync_regs: true,
-            immediate_exit: true,
-            pv_tlb_flush: true,
-            steal_time: true,
-        },
+        userspace: all_userspace_caps(),
     })
+}
+
+/// Every prerequisite of the userspace path.
+pub fn all_userspace_caps() -> KvmUserspaceCaps {
+    KvmUserspaceCaps {
+        user_space_msr: true,
+        msr_filter: true,
+        sync_regs: true,
+        immediate_exit: true,
+        pv_tlb_flush: true,
+        steal_time: true,
+    }
 }

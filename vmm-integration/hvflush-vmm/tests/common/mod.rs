@@ -193,3 +193,30 @@ pub fn assert_every_l1_kind_called(report: &hvflush_vmm::vmm::RunReport, vcpus: 
         assert!(c.path(kind) >= vcpus, "{kind:?}: {c:?}");
     }
 }
+
+/// A 4-vCPU storm snapshotted after 2 s; its report.
+pub fn snapshot_storm(dir: &Path) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_hvflush-vmm"))
+        .args([
+            "run",
+            "--workload",
+            "storm",
+            "--vcpus",
+            "4",
+            "--duration",
+            "6",
+        ])
+        .args(["--hyperv-flush", "mode=userspace", "--quiet", "--json"])
+        .args(["--snapshot-after", "2", "--snapshot-dir"])
+        .arg(dir)
+        .output()
+        .expect("hvflush-vmm runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(report["snapshot"].as_str(), dir.to_str());
+    report
+}
