@@ -195,6 +195,17 @@ impl HypervFlushConfig {
         })
     }
 
+    /// The enlightenments off (`mode=off`, every other key at its default):
+    /// the default of a VMM that offers them only when asked, so that a VM
+    /// configured without the section keeps its own CPUID (Cloud
+    /// Hypervisor: `#[serde(default = "HypervFlushConfig::disabled")]`).
+    pub fn disabled() -> Self {
+        Self {
+            mode: FlushMode::Off,
+            ..Self::default()
+        }
+    }
+
     /// Checks the configuration against the VM's maximum vCPU count
     /// (boot and hotplug): more than [`MAX_VP_INDICES`] is refused unless
     /// the enlightenments are off. A VMM calls it where it validates its VM

@@ -310,3 +310,16 @@ fn more_vcpus_than_vp_indices_are_refused_unless_off() {
     let off = HypervFlushConfig::parse("mode=off").unwrap();
     assert_eq!(off.validate_vcpus(8192), Ok(()));
 }
+
+#[test]
+fn disabled_is_mode_off_with_every_other_default() {
+    let off = HypervFlushConfig::disabled();
+    assert_eq!(off.mode, FlushMode::Off);
+    assert_eq!(
+        HypervFlushConfig {
+            mode: FlushMode::Auto,
+            ..off
+        },
+        HypervFlushConfig::default()
+    );
+}
