@@ -32,6 +32,7 @@ impl FlushCall {
     pub const ALL: [Self; 4] = [Self::Space, Self::List, Self::SpaceEx, Self::ListEx];
 
     /// Maps a call code to a flush call.
+    #[inline]
     pub fn from_code(code: HvCallCode) -> Option<Self> {
         match code {
             HvCallCode::FLUSH_VIRTUAL_ADDRESS_SPACE => Some(Self::Space),
@@ -53,11 +54,13 @@ impl FlushCall {
     }
 
     /// Whether this is a rep call (carries a GVA list).
+    #[inline]
     pub fn is_list(self) -> bool {
         matches!(self, Self::List | Self::ListEx)
     }
 
     /// Whether this call takes a sparse VP set.
+    #[inline]
     pub fn is_ex(self) -> bool {
         matches!(self, Self::SpaceEx | Self::ListEx)
     }
@@ -73,6 +76,7 @@ impl FlushCall {
     }
 
     /// Index into [`FlushCall::ALL`].
+    #[inline]
     pub fn index(self) -> usize {
         self as usize
     }
@@ -224,6 +228,7 @@ impl GvaList {
     };
 
     /// The valid ranges (empty for [`GvaList::All`]).
+    #[inline]
     pub fn ranges(&self) -> &[GvaRange] {
         match self {
             Self::All => &[],

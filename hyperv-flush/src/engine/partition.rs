@@ -142,6 +142,7 @@ impl Partition {
         self.slots.len()
     }
 
+    #[inline]
     fn slot(&self, vcpu: usize) -> Result<&VcpuSlot, EngineError> {
         self.slots.get(vcpu).ok_or(EngineError::NoSuchVcpu(vcpu))
     }
@@ -177,6 +178,7 @@ impl Partition {
     }
 
     /// Whether L2 Direct Virtual Flush is served.
+    #[inline]
     pub fn l2_offered(&self) -> bool {
         self.offer.load(Relaxed) & OFFER_L2 != 0
     }
@@ -332,6 +334,7 @@ impl Partition {
         Ok(())
     }
 
+    #[inline]
     fn note_path_use(&self, caller: usize, path: FlushPath) {
         let bit = 1 << path.index();
         if self.used_paths.load(Relaxed) & bit == 0
@@ -358,6 +361,7 @@ impl Partition {
     }
 
     /// [`Self::route`], also returning the caller's nested context for L2.
+    #[inline]
     fn route_inner(
         &self,
         caller: usize,

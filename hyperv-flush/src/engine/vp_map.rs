@@ -48,6 +48,7 @@ impl VpMap {
     }
 
     /// The vCPU with VP index `vp`.
+    #[inline]
     pub(crate) fn vcpu(&self, vp: u32) -> Option<usize> {
         let v = self.vp_to_vcpu.get(vp as usize)?.load(Ordering::Acquire);
         (v != NONE).then_some(v as usize)
