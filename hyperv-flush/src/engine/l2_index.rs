@@ -109,11 +109,7 @@ impl L2Vm {
 
     /// Adds the vCPUs running a vp_id in `set` to `out`.
     fn route(&self, set: &ProcessorSet, out: &mut VcpuSet) {
-        let ProcessorSet::Sparse {
-            valid_bank_mask,
-            banks,
-        } = set
-        else {
+        let Some((valid_bank_mask, banks)) = set.banks() else {
             out.union_with(&self.members);
             return;
         };
@@ -121,7 +117,8 @@ impl L2Vm {
             let Some(table) = self.tables.get(usize::from(self.table_of[bank])) else {
                 continue;
             };
-            for bit in SetBits(banks[bank] & self.present[bank]) {
+            let bits = banks.get(bank).copied().unwrap_or(0);
+            for bit in SetBits(bits & self.present[bank]) {
                 out.insert(usize::from(table[bit]));
             }
         }

@@ -290,7 +290,7 @@ impl Partition {
         } else {
             // Built in place: moving the ~800-byte request was a memcpy
             // per call.
-            let mut request = FlushRequest::UNSET;
+            let mut request = FlushRequest::blank();
             crate::decode::decode_into(regs, mem, self.offer(), &mut request).and_then(|()| {
                 self.flush_routed(caller, level, &request, kicker)
                     .and_then(|l2_context| {
@@ -369,8 +369,8 @@ impl Partition {
         set: &ProcessorSet,
         out: &mut VcpuSet,
     ) -> Result<Option<NestedContext>, HvStatus> {
-        match (level, set) {
-            (Level::L1, ProcessorSet::All) => {
+        match (level, set.banks()) {
+            (Level::L1, None) => {
                 // Whole words at a time: vCPUs 0..n.
                 let n = self.slots.len();
                 for word in 0..n / 64 {
@@ -381,15 +381,9 @@ impl Partition {
                 }
                 Ok(None)
             }
-            (
-                Level::L1,
-                ProcessorSet::Sparse {
-                    valid_bank_mask,
-                    banks,
-                },
-            ) => {
-                for bank in SetBits(*valid_bank_mask) {
-                    for bit in SetBits(banks[bank]) {
+            (Level::L1, Some((valid_bank_mask, banks))) => {
+                for bank in SetBits(valid_bank_mask) {
+                    for bit in SetBits(banks.get(bank).copied().unwrap_or(0)) {
                         if let Some(v) = self.vp_map.vcpu((bank * 64 + bit) as u32) {
                             out.insert(v);
                         }
