@@ -108,7 +108,7 @@ impl L2Vm {
     }
 
     /// Adds the vCPUs running a vp_id in `set` to `out`.
-    fn route(&self, set: &ProcessorSet, out: &mut VcpuSet) {
+    fn route(&self, set: &ProcessorSet, out: &mut VcpuSet<[u64]>) {
         let Some((valid_bank_mask, banks)) = set.banks() else {
             out.union_with(&self.members);
             return;
@@ -194,7 +194,7 @@ impl L2Index {
         &self,
         caller: usize,
         set: &ProcessorSet,
-        out: &mut VcpuSet,
+        out: &mut VcpuSet<[u64]>,
     ) -> Option<NestedContext> {
         let (ctx, slot) = (*self.current.get(caller)?)?;
         if let Some(vm) = self.vms.get(slot as usize) {
@@ -289,7 +289,7 @@ mod tests {
         }
         assert!(index.vms.len() <= 4, "{}", index.vms.len());
         assert_eq!(
-            index.route(3, &ProcessorSet::All, &mut VcpuSet::default()),
+            index.route(3, &ProcessorSet::All, &mut <VcpuSet>::default()),
             None
         );
     }
