@@ -89,6 +89,46 @@ fn requests_reach_every_target_whatever_the_partition_size() {
     }
 }
 
+/// What routing `set` at L1 must give: every vCPU whose VP index is in it.
+fn model_route(p: &Partition, set: &ProcessorSet) -> Vec<usize> {
+    (0..p.vcpu_count())
+        .filter(|&v| p.vp_index(v).is_some_and(|vp| set.contains(vp)))
+        .collect()
+}
+
+// conformance: R26
+#[test]
+fn routing_follows_the_vp_indices_in_and_out_of_the_identity() {
+    // While every vCPU has its own index, whole banks are taken as vCPU
+    // words; otherwise each VP is looked up. Both must give the model.
+    for n in [8usize, 65, 130] {
+        let p = partition(n);
+        let sets = [
+            sparse(&[0, 1, 7, 63, 64, 65, 129, 130, 200, 4095]),
+            ProcessorSet::Mask(u64::MAX),
+            ProcessorSet::Mask(0b1000_0001),
+            sparse(&[]),
+            ProcessorSet::All,
+        ];
+        let check = |when: &str| {
+            for set in &sets {
+                let got = routed(&p, 0, Level::L1, set);
+                assert_eq!(got, model_route(&p, set), "{n} vCPUs, {when}, {set:?}");
+            }
+        };
+        check("identity");
+        // vCPU 7 moves to VP 4095, vCPU 0 to 7's old index, then back.
+        p.set_vp_index(7, 4095).unwrap();
+        check("one moved");
+        p.set_vp_index(0, 7).unwrap();
+        check("two moved");
+        p.set_vp_index(0, 0).unwrap();
+        p.set_vp_index(7, 7).unwrap();
+        check("identity again");
+        assert_eq!(routed(&p, 0, Level::L1, &sparse(&[7, 4095])), [7]);
+    }
+}
+
 // conformance: R26
 #[test]
 fn strided_and_sparse_vp_indices() {

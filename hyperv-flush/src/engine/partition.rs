@@ -371,15 +371,22 @@ impl Partition {
         set: &ProcessorSet,
         out: &mut VcpuSet<[u64]>,
     ) -> Result<Option<u64>, HvStatus> {
+        let n = self.slots.len();
         match (level, set.banks()) {
             (Level::L1, None) => {
                 // Whole words at a time: vCPUs 0..n.
-                let n = self.slots.len();
-                for word in 0..n / 64 {
-                    out.insert_word(word, u64::MAX);
+                for word in 0..n.div_ceil(64) {
+                    out.insert_word(word, vcpu_word(n, word));
                 }
-                if n % 64 != 0 {
-                    out.insert_word(n / 64, (1 << (n % 64)) - 1);
+                Ok(None)
+            }
+            (Level::L1, Some((valid_bank_mask, banks))) if self.vp_map.is_identity() => {
+                // VP i is vCPU i: a bank is a word of vCPUs, less the VPs
+                // without one (KVM `sparse_set_to_vcpu_mask` with no
+                // mismatched VP index).
+                for bank in SetBits(valid_bank_mask) {
+                    let bits = banks.get(bank).copied().unwrap_or(0);
+                    out.insert_word(bank, bits & vcpu_word(n, bank));
                 }
                 Ok(None)
             }
@@ -638,6 +645,17 @@ impl Partition {
     /// Sums every vCPU's counters.
     pub fn counters(&self) -> CountersSnapshot {
         CountersSnapshot::collect(self.slots.iter().map(|s| &s.counters))
+    }
+}
+
+/// The vCPUs `64 * word ..= 64 * word + 63` that exist in a partition of
+/// `n` vCPUs, as a bit mask.
+#[inline]
+fn vcpu_word(n: usize, word: usize) -> u64 {
+    match n.saturating_sub(word * 64) {
+        0 => 0,
+        left @ 1..64 => (1 << left) - 1,
+        _ => u64::MAX,
     }
 }
 
