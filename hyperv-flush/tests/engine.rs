@@ -64,6 +64,73 @@ fn identity_routing_and_all() {
 
 // conformance: R26
 #[test]
+fn requests_reach_every_target_whatever_the_partition_size() {
+    // The engine routes into a target set sized to the partition (1, 4, 16
+    // or 64 words): the sizes around each step.
+    let mem = memory();
+    let k = RecordingKicker::default();
+    for n in [1usize, 64, 65, 256, 257, 1024, 1025] {
+        let events = Arc::new(Events::default());
+        let p = partition(n).with_observer(events.clone());
+        let last = n - 1;
+        let some = [0, n / 2, last].map(|v| v as u32);
+        let ex = Call::new(FlushCall::SpaceEx, false).vps(VpSet::sparse(&some));
+        let all = list_call(0, pages(1));
+        for c in [&ex, &all] {
+            assert_eq!(call(&p, &mem, 0, Level::L1, c, &k), HvStatus::SUCCESS);
+        }
+        let mut want_some: Vec<usize> = some.iter().map(|&v| v as usize).collect();
+        want_some.dedup();
+        let completed = events.completed.lock().unwrap();
+        assert_eq!(completed[0], (0, Level::L1, want_some), "{n} vCPUs");
+        assert_eq!(completed[1], (0, Level::L1, (0..n).collect()), "{n} vCPUs");
+        assert!(p.has_pending(last), "{n} vCPUs");
+        assert_eq!(p.counters().targets, (completed[0].2.len() + n) as u64);
+    }
+}
+
+/// What routing `set` at L1 must give: every vCPU whose VP index is in it.
+fn model_route(p: &Partition, set: &ProcessorSet) -> Vec<usize> {
+    (0..p.vcpu_count())
+        .filter(|&v| p.vp_index(v).is_some_and(|vp| set.contains(vp)))
+        .collect()
+}
+
+// conformance: R26
+#[test]
+fn routing_follows_the_vp_indices_in_and_out_of_the_identity() {
+    // While every vCPU has its own index, whole banks are taken as vCPU
+    // words; otherwise each VP is looked up. Both must give the model.
+    for n in [8usize, 65, 130] {
+        let p = partition(n);
+        let sets = [
+            sparse(&[0, 1, 7, 63, 64, 65, 129, 130, 200, 4095]),
+            ProcessorSet::Mask(u64::MAX),
+            ProcessorSet::Mask(0b1000_0001),
+            sparse(&[]),
+            ProcessorSet::All,
+        ];
+        let check = |when: &str| {
+            for set in &sets {
+                let got = routed(&p, 0, Level::L1, set);
+                assert_eq!(got, model_route(&p, set), "{n} vCPUs, {when}, {set:?}");
+            }
+        };
+        check("identity");
+        // vCPU 7 moves to VP 4095, vCPU 0 to 7's old index, then back.
+        p.set_vp_index(7, 4095).unwrap();
+        check("one moved");
+        p.set_vp_index(0, 7).unwrap();
+        check("two moved");
+        p.set_vp_index(0, 0).unwrap();
+        p.set_vp_index(7, 7).unwrap();
+        check("identity again");
+        assert_eq!(routed(&p, 0, Level::L1, &sparse(&[7, 4095])), [7]);
+    }
+}
+
+// conformance: R26
+#[test]
 fn strided_and_sparse_vp_indices() {
     let p = partition(8);
     // Highest first, so no index is still held by its identity owner.
@@ -485,7 +552,7 @@ impl FlushObserver for Events {
             .unwrap()
             .push((caller, tlb_lock_count));
     }
-    fn flush_completed(&self, caller: usize, level: Level, targets: &VcpuSet) {
+    fn flush_completed(&self, caller: usize, level: Level, targets: &VcpuSet<[u64]>) {
         let targets = targets.iter().collect();
         self.completed
             .lock()

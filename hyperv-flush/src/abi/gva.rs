@@ -20,6 +20,7 @@ pub const MAX_EXTENDED_PAGES: u64 = 2048 << 18;
 
 /// The 4 KiB pages from the page-aligned `start` to the end of the 64-bit
 /// address space (1..=2^52), computed without wrapping.
+#[inline]
 fn pages_to_end(start: u64) -> u64 {
     ((u64::MAX - start) >> 12) + 1
 }
@@ -46,6 +47,7 @@ pub struct GvaRange {
 impl GvaRange {
     /// Decodes a simple-format entry (1..=[`MAX_SIMPLE_PAGES`] pages,
     /// clamped to the end of the address space).
+    #[inline]
     pub fn from_simple(entry: u64) -> Self {
         let start = entry & !(PAGE_SIZE - 1);
         Self {
@@ -56,6 +58,7 @@ impl GvaRange {
 
     /// Decodes an extended-format entry (at most 2,048 pages of its size,
     /// clamped to the end of the address space).
+    #[inline]
     pub fn from_extended(entry: u64) -> Self {
         let e = ExtendedRange::from(entry);
         // 1..=2048: the product below is at most 2^29, no overflow.
@@ -86,6 +89,7 @@ impl GvaRange {
     /// wider rule: an address dropped here is non-canonical in every mode,
     /// so nothing is under-flushed. Non-canonical entries are ignored, not
     /// errors (Linux arch/x86/kvm/hyperv.c `kvm_hv_vcpu_flush_tlb`).
+    #[inline]
     pub fn is_canonical(&self) -> bool {
         let shifted = ((self.start << 7) as i64) >> 7;
         shifted as u64 == self.start

@@ -42,11 +42,13 @@ impl HvStatus {
     }
 
     /// Index into [`HvStatus::ALL`], for counter arrays.
+    #[inline]
     pub fn index(self) -> Option<usize> {
         Self::ALL.iter().position(|s| *s == self)
     }
 
     /// The RAX value for this status with `reps_completed` (bits 43:32).
+    #[inline]
     pub fn to_result(self, reps_completed: u16) -> u64 {
         u64::from(self.0) | (u64::from(reps_completed & 0xfff) << 32)
     }

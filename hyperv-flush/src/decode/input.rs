@@ -3,8 +3,9 @@
 //! (RDX, R8, then XMM0-5 as 12 halves).
 
 use vm_memory::bitmap::BitmapSlice;
-use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, Permissions, VolatileSlice};
-use zerocopy::{FromBytes, IntoBytes};
+use vm_memory::{
+    GuestAddress, GuestMemory, GuestMemoryBackend, Permissions, VolatileMemory, VolatileSlice,
+};
 
 use crate::abi::{HvStatus, PAGE_SIZE};
 
@@ -15,17 +16,30 @@ pub(crate) const FAST_QWORDS: usize = 2 + 12;
 ///
 /// Positions are qword offsets from the start of the input. A caller
 /// first asks whether a part it needs lies inside the input area
-/// ([`Self::fits`]), then reads it ([`Self::read`]).
-pub(crate) enum Input<'a, B: BitmapSlice> {
-    /// Memory input: `slice` maps the declared input up to the page end;
-    /// `room` is the number of qwords from the GPA to that page end.
-    Memory {
-        slice: VolatileSlice<'a, B>,
-        room: usize,
-    },
-    /// Fast input: the qwords in register order.
-    Fast([u64; FAST_QWORDS]),
+/// ([`Self::fits`]), then reads it one qword at a time ([`Self::qword`]):
+/// each qword goes straight from guest memory (or the registers) to where
+/// it is used, with no staging buffer, so a request is built without
+/// copying the input twice.
+pub(crate) trait Input {
+    /// Whether qwords `0..end` lie inside the input area: the input page
+    /// for memory (else `INVALID_ALIGNMENT`: the list spans pages), the 14
+    /// fast qwords for fast input (else `INVALID_HYPERCALL_INPUT`).
+    fn fits(&self, end: usize) -> Result<(), HvStatus>;
+
+    /// The qword at position `at`. Memory the mapping does not cover (not
+    /// RAM) gives `INVALID_HYPERCALL_INPUT`.
+    fn qword(&self, at: usize) -> Result<u64, HvStatus>;
 }
+
+/// Memory input: `slice` maps the declared input up to the page end;
+/// `room` is the number of qwords from the GPA to that page end.
+pub(crate) struct MemoryInput<'a, B: BitmapSlice> {
+    slice: VolatileSlice<'a, B>,
+    room: usize,
+}
+
+/// Fast input: the qwords in register order.
+pub(crate) struct FastInput([u64; FAST_QWORDS]);
 
 /// Qwords from `gpa` (8-byte aligned) to the end of its page: 1..=512,
 /// computed without address arithmetic that could wrap.
@@ -36,17 +50,18 @@ pub(crate) fn room(gpa: u64) -> usize {
 /// The fast path of [`map_memory`] for guest memory without an IOMMU: one
 /// region lookup and one slice of the region, `None` when the range is not
 /// within one region (then [`map_memory`] decides).
+#[inline]
 pub(crate) fn map_physical<M: GuestMemory>(
     mem: &M,
     gpa: u64,
     qwords: usize,
-) -> Option<Input<'_, vm_memory::bitmap::MS<'_, M::PhysicalMemory>>> {
+) -> Option<MemoryInput<'_, vm_memory::bitmap::MS<'_, M::PhysicalMemory>>> {
     let room = room(gpa);
     let slice = mem
         .physical_memory()?
         .get_slice(GuestAddress(gpa), qwords.min(room) * 8)
         .ok()?;
-    Some(Input::Memory { slice, room })
+    Some(MemoryInput { slice, room })
 }
 
 /// Maps `qwords` qwords of memory input at `gpa` with one guest-memory
@@ -58,7 +73,7 @@ pub(crate) fn map_memory<M: GuestMemory>(
     mem: &M,
     gpa: u64,
     qwords: usize,
-) -> Result<Input<'_, vm_memory::bitmap::BS<'_, M::Bitmap>>, HvStatus> {
+) -> Result<MemoryInput<'_, vm_memory::bitmap::BS<'_, M::Bitmap>>, HvStatus> {
     if gpa % 8 != 0 {
         return Err(HvStatus::INVALID_ALIGNMENT);
     }
@@ -70,11 +85,12 @@ pub(crate) fn map_memory<M: GuestMemory>(
         .and_then(|mut slices| slices.next())
         .and_then(Result::ok)
         .ok_or(HvStatus::INVALID_HYPERCALL_INPUT)?;
-    Ok(Input::Memory { slice, room })
+    Ok(MemoryInput { slice, room })
 }
 
 /// Fast input from RDX, R8 and the XMM registers (low half first).
-pub(crate) fn fast<B: BitmapSlice>(rdx: u64, r8: u64, xmm: [u128; 6]) -> Input<'static, B> {
+#[inline]
+pub(crate) fn fast(rdx: u64, r8: u64, xmm: [u128; 6]) -> FastInput {
     let mut qwords = [0u64; FAST_QWORDS];
     qwords[0] = rdx;
     qwords[1] = r8;
@@ -82,42 +98,43 @@ pub(crate) fn fast<B: BitmapSlice>(rdx: u64, r8: u64, xmm: [u128; 6]) -> Input<'
         qwords[2 + 2 * i] = *x as u64;
         qwords[3 + 2 * i] = (*x >> 64) as u64;
     }
-    Input::Fast(qwords)
+    FastInput(qwords)
 }
 
-impl<B: BitmapSlice> Input<'_, B> {
-    /// Whether qwords `0..end` lie inside the input area: the input page
-    /// for memory (else `INVALID_ALIGNMENT`: the list spans pages), the 14
-    /// fast qwords for fast input (else `INVALID_HYPERCALL_INPUT`).
-    pub(crate) fn fits(&self, end: usize) -> Result<(), HvStatus> {
-        match self {
-            Self::Memory { room, .. } if end > *room => Err(HvStatus::INVALID_ALIGNMENT),
-            Self::Fast(_) if end > FAST_QWORDS => Err(HvStatus::INVALID_HYPERCALL_INPUT),
-            _ => Ok(()),
+impl<B: BitmapSlice> Input for MemoryInput<'_, B> {
+    #[inline]
+    fn fits(&self, end: usize) -> Result<(), HvStatus> {
+        if end > self.room {
+            return Err(HvStatus::INVALID_ALIGNMENT);
         }
+        Ok(())
     }
 
-    /// Fills `out` (whole qwords: a header struct or a qword slice) from
-    /// qword position `at`. Memory the mapping does not cover (not RAM)
-    /// gives `INVALID_HYPERCALL_INPUT`.
-    pub(crate) fn read<T>(&self, at: usize, out: &mut T) -> Result<(), HvStatus>
-    where
-        T: IntoBytes + FromBytes + ?Sized,
-    {
-        let out = out.as_mut_bytes();
-        match self {
-            // The guest's bytes are little-endian like the host's (x86).
-            Self::Memory { slice, .. } => slice
-                .read_slice(out, at * 8)
-                .map_err(|_| HvStatus::INVALID_HYPERCALL_INPUT),
-            Self::Fast(qwords) => {
-                let src = qwords
-                    .as_bytes()
-                    .get(at * 8..at * 8 + out.len())
-                    .ok_or(HvStatus::INVALID_HYPERCALL_INPUT)?;
-                out.copy_from_slice(src);
-                Ok(())
-            }
+    #[inline]
+    fn qword(&self, at: usize) -> Result<u64, HvStatus> {
+        // The guest's bytes are little-endian like the host's (x86). One
+        // volatile 8-byte load.
+        at.checked_mul(8)
+            .and_then(|offset| self.slice.get_ref::<u64>(offset).ok())
+            .map(|qword| qword.load())
+            .ok_or(HvStatus::INVALID_HYPERCALL_INPUT)
+    }
+}
+
+impl Input for FastInput {
+    #[inline]
+    fn fits(&self, end: usize) -> Result<(), HvStatus> {
+        if end > FAST_QWORDS {
+            return Err(HvStatus::INVALID_HYPERCALL_INPUT);
         }
+        Ok(())
+    }
+
+    #[inline]
+    fn qword(&self, at: usize) -> Result<u64, HvStatus> {
+        self.0
+            .get(at)
+            .copied()
+            .ok_or(HvStatus::INVALID_HYPERCALL_INPUT)
     }
 }

@@ -8,11 +8,11 @@
 
 mod input;
 mod io;
+mod processors;
 mod request;
 
 pub(crate) use request::decode_into;
 
 pub use io::HypercallRegisters;
-pub use request::{
-    FlushCall, FlushRequest, GvaList, MAX_QUEUED_RANGES, Offer, ProcessorSet, decode,
-};
+pub use processors::ProcessorSet;
+pub use request::{FlushCall, FlushRequest, GvaList, MAX_QUEUED_RANGES, Offer, decode};

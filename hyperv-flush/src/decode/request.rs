@@ -1,13 +1,13 @@
 //! The typed flush request and the decoder that validates a call into it.
 
 use vm_memory::GuestMemory;
-use vm_memory::bitmap::{BS, BitmapSlice};
 
 use super::input::Input;
 use super::io::HypercallRegisters;
+use super::processors::{ProcessorSet, SetBits};
 use crate::abi::{
     GvaRange, HV_GENERIC_SET_SPARSE_4K, HvCallCode, HvFlushFlags, HvStatus, HvTlbFlushExHeader,
-    HvTlbFlushHeader, HypercallControl, MAX_SPARSE_BANKS,
+    HvTlbFlushHeader, HypercallControl,
 };
 
 /// A request of more entries than this is served as a full flush (Linux
@@ -32,6 +32,7 @@ impl FlushCall {
     pub const ALL: [Self; 4] = [Self::Space, Self::List, Self::SpaceEx, Self::ListEx];
 
     /// Maps a call code to a flush call.
+    #[inline]
     pub fn from_code(code: HvCallCode) -> Option<Self> {
         match code {
             HvCallCode::FLUSH_VIRTUAL_ADDRESS_SPACE => Some(Self::Space),
@@ -53,11 +54,13 @@ impl FlushCall {
     }
 
     /// Whether this is a rep call (carries a GVA list).
+    #[inline]
     pub fn is_list(self) -> bool {
         matches!(self, Self::List | Self::ListEx)
     }
 
     /// Whether this call takes a sparse VP set.
+    #[inline]
     pub fn is_ex(self) -> bool {
         matches!(self, Self::SpaceEx | Self::ListEx)
     }
@@ -73,6 +76,7 @@ impl FlushCall {
     }
 
     /// Index into [`FlushCall::ALL`].
+    #[inline]
     pub fn index(self) -> usize {
         self as usize
     }
@@ -102,118 +106,21 @@ impl Default for Offer {
     }
 }
 
-/// Target processors, as VP indices of the caller's level.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-// Inline on purpose: requests live on the stack, the hot path never allocates.
-#[allow(clippy::large_enum_variant)]
-// `Sparse` comes first: its all-zero value is the empty set, which the
-// decoder starts from (`FlushRequest::UNSET`) and fills in place.
-pub enum ProcessorSet {
-    /// A sparse set: bank `i` present when bit `i` of `valid_bank_mask`
-    /// is set; `banks[i]` holds VPs `64*i ..= 64*i+63`. Absent banks are 0.
-    Sparse {
-        /// Which banks are present.
-        valid_bank_mask: u64,
-        /// Bank contents indexed by bank number.
-        banks: [u64; MAX_SPARSE_BANKS],
-    },
-    /// Every VP (flag, non-Ex mask 0, or Ex format ≠ SPARSE_4K).
-    All,
-}
-
-impl ProcessorSet {
-    /// The empty sparse set.
-    pub const EMPTY: Self = Self::Sparse {
-        valid_bank_mask: 0,
-        banks: [0; MAX_SPARSE_BANKS],
-    };
-
-    /// The sparse set of `vps` (each below 4096; larger ones are ignored).
-    pub fn from_vps(vps: &[u32]) -> Self {
-        let mut banks = [0u64; MAX_SPARSE_BANKS];
-        let mut valid_bank_mask = 0u64;
-        for &vp in vps
-            .iter()
-            .filter(|vp| (**vp as usize) < MAX_SPARSE_BANKS * 64)
-        {
-            banks[vp as usize / 64] |= 1 << (vp % 64);
-            valid_bank_mask |= 1 << (vp / 64);
-        }
-        Self::Sparse {
-            valid_bank_mask,
-            banks,
-        }
-    }
-
-    /// Iterates the VP indices in the set (not for [`ProcessorSet::All`]).
-    pub fn vp_indices(&self) -> impl Iterator<Item = u32> + '_ {
-        let (mask, banks) = match self {
-            Self::All => (0, None),
-            Self::Sparse {
-                valid_bank_mask,
-                banks,
-            } => (*valid_bank_mask, Some(banks)),
-        };
-        SetBits(mask).flat_map(move |bank| {
-            let bits = banks.map_or(0, |b| b[bank as usize]);
-            SetBits(bits).map(move |bit| bank * 64 + bit)
-        })
-    }
-
-    /// Whether `vp` is in the set.
-    pub fn contains(&self, vp: u32) -> bool {
-        match self {
-            Self::All => true,
-            Self::Sparse { banks, .. } => banks
-                .get(vp as usize / 64)
-                .is_some_and(|b| b & (1 << (vp % 64)) != 0),
-        }
-    }
-
-    /// Number of VPs in a sparse set (`None` for all).
-    pub fn len(&self) -> Option<u32> {
-        match self {
-            Self::All => None,
-            Self::Sparse { banks, .. } => Some(banks.iter().map(|b| b.count_ones()).sum()),
-        }
-    }
-
-    /// Whether a sparse set is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == Some(0)
-    }
-}
-
-/// Iterator over the set bits of a u64, lowest first.
-struct SetBits(u64);
-
-impl Iterator for SetBits {
-    type Item = u32;
-    fn next(&mut self) -> Option<u32> {
-        if self.0 == 0 {
-            return None;
-        }
-        let bit = self.0.trailing_zeros();
-        self.0 &= self.0 - 1;
-        Some(bit)
-    }
-}
-
 /// The GVAs to flush on each target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 // Inline on purpose: requests live on the stack, the hot path never allocates.
 #[allow(clippy::large_enum_variant)]
-// `Ranges` comes first, like `ProcessorSet::Sparse`.
 pub enum GvaList {
-    /// Canonical ranges to flush (`len` valid entries).
+    /// Flush the whole address space (Space calls, or too many entries).
+    All,
+    /// Canonical ranges to flush (`len` valid entries; the others are
+    /// zero).
     Ranges {
         /// Normalised ranges.
         ranges: [GvaRange; MAX_QUEUED_RANGES],
         /// Valid entries in `ranges`.
         len: u8,
     },
-    /// Flush the whole address space (Space calls, or too many entries).
-    All,
 }
 
 impl GvaList {
@@ -224,6 +131,7 @@ impl GvaList {
     };
 
     /// The valid ranges (empty for [`GvaList::All`]).
+    #[inline]
     pub fn ranges(&self) -> &[GvaRange] {
         match self {
             Self::All => &[],
@@ -255,18 +163,23 @@ pub struct FlushRequest {
 }
 
 impl FlushRequest {
-    /// What [`decode_into`] starts from: all zero, with an empty sparse
-    /// set and no ranges, which the decoder fills in place.
-    pub(crate) const UNSET: Self = Self {
-        call: FlushCall::Space,
-        fast: false,
-        address_space: 0,
-        flags: HvFlushFlags::new(),
-        processors: ProcessorSet::EMPTY,
-        gvas: GvaList::NONE,
-        rep_count: 0,
-        too_many_entries: false,
-    };
+    /// A request to flush everything everywhere, the cheapest value to
+    /// build (no bank or range array is written, only enum tags and
+    /// scalars): what [`decode_into`] starts from and overwrites.
+    #[inline(always)]
+    pub(crate) fn blank() -> Self {
+        Self {
+            call: FlushCall::Space,
+            fast: false,
+            address_space: 0,
+            // Not `new()`: it sets each field (not inlined across crates).
+            flags: HvFlushFlags::from_bits(0),
+            processors: ProcessorSet::All,
+            gvas: GvaList::All,
+            rep_count: 0,
+            too_many_entries: false,
+        }
+    }
 }
 
 /// Decodes and validates one hypercall.
@@ -275,20 +188,20 @@ impl FlushRequest {
 /// Never allocates; memory input is reached with one guest-memory access
 /// (a mapping of the declared input, clipped to the input page), from
 /// which only the parts the call uses are copied. [`decode_into`] is the
-/// same without moving the ~800-byte request.
+/// same without moving the request.
 pub fn decode<R, M>(regs: &mut R, mem: &M, offer: Offer) -> Result<FlushRequest, HvStatus>
 where
     R: HypercallRegisters + ?Sized,
     M: GuestMemory,
 {
-    let mut request = FlushRequest::UNSET;
+    let mut request = FlushRequest::blank();
     decode_into(regs, mem, offer, &mut request).map(|()| request)
 }
 
-/// [`decode`] into `out`, which must be [`FlushRequest::UNSET`]: the
-/// request is built in place, writing only what the call sets (on `Err`
-/// `out` is unspecified). Building it on the stack and moving it cost
-/// several 512-byte copies per call.
+/// [`decode`] into `out`, whatever it held: on `Ok` every field is
+/// written (on `Err` `out` is unspecified). The request is built in place,
+/// and a bank or range array is written only when the call has one: a
+/// non-Ex request writes no array at all.
 #[inline]
 pub(crate) fn decode_into<R, M>(
     regs: &mut R,
@@ -331,8 +244,7 @@ where
             // Only RDX/R8 exist; every flush call needs more.
             return Err(HvStatus::INVALID_HYPERCALL_INPUT);
         }
-        let input =
-            super::input::fast::<BS<'_, M::Bitmap>>(regs.input(), regs.output(), regs.xmm());
+        let input = super::input::fast(regs.input(), regs.output(), regs.xmm());
         parse(call, control, &input, out)
     } else {
         // Declared input: fixed header (hv_tlb_flush 3 qwords, hv_tlb_flush_ex
@@ -351,29 +263,34 @@ where
 }
 
 /// Validates the input of a call whose control word passed, and builds
-/// the request in `out` (Linux arch/x86/kvm/hyperv.c `kvm_hv_flush_tlb`
-/// order: header, popcount, empty set, banks, entries). The banks and
-/// ranges are written in place: building them on the stack and moving
-/// them in cost several 512-byte copies per call.
+/// the request in `out`, every field (Linux arch/x86/kvm/hyperv.c
+/// `kvm_hv_flush_tlb` order: header, popcount, empty set, banks,
+/// entries). Sets and lists are written in place, as enum variants of
+/// `out`'s fields: building them on the stack and moving them in cost
+/// several 512-byte copies per call.
 // Inlined so the request is built in the caller's frame.
 #[inline(always)]
-fn parse<B: BitmapSlice>(
+fn parse<I: Input>(
     call: FlushCall,
     control: HypercallControl,
-    input: &Input<'_, B>,
+    input: &I,
     out: &mut FlushRequest,
 ) -> Result<(), HvStatus> {
     let var_header = usize::from(control.variable_header_size());
     let (rep_count, rep_start) = (control.rep_count(), control.rep_start());
-    // `out` is UNSET: an empty sparse set, no ranges.
     out.call = call;
     out.fast = control.fast();
     out.rep_count = rep_count;
+    out.too_many_entries = false;
     let gva_at;
     if call.is_ex() {
-        let mut ex = HvTlbFlushExHeader::default();
         input.fits(4)?;
-        input.read(0, &mut ex)?;
+        let ex = HvTlbFlushExHeader {
+            address_space: input.qword(0)?,
+            flags: input.qword(1)?,
+            format: input.qword(2)?,
+            valid_bank_mask: input.qword(3)?,
+        };
         out.flags = HvFlushFlags::from(ex.flags);
         out.address_space = ex.address_space;
         // For every format, before anything else is looked at (KVM).
@@ -387,12 +304,16 @@ fn parse<B: BitmapSlice>(
             if var_header == 0 {
                 // An empty sparse set: success at once, nothing read and
                 // nobody flushed (KVM `kvm_hv_flush_tlb`).
-                if !call.is_list() {
-                    out.gvas = GvaList::All;
-                }
+                out.processors = ProcessorSet::EMPTY;
+                out.gvas = if call.is_list() {
+                    GvaList::NONE
+                } else {
+                    GvaList::All
+                };
                 return Ok(());
             }
             input.fits(gva_at)?;
+            out.processors = ProcessorSet::EMPTY;
             if let ProcessorSet::Sparse {
                 valid_bank_mask,
                 banks,
@@ -402,30 +323,27 @@ fn parse<B: BitmapSlice>(
                 // Present banks come in ascending bank order; each is read
                 // straight into its slot (no staging copy).
                 for (i, bank) in SetBits(ex.valid_bank_mask).enumerate() {
-                    let bank = bank as usize;
-                    input.read(4 + i, &mut banks[bank..bank + 1])?;
+                    banks[bank as usize] = input.qword(4 + i)?;
                 }
             }
         } else {
             out.processors = ProcessorSet::All;
         }
     } else {
-        let mut header = HvTlbFlushHeader::default();
         input.fits(3)?;
-        input.read(0, &mut header)?;
+        let header = HvTlbFlushHeader {
+            address_space: input.qword(0)?,
+            flags: input.qword(1)?,
+            processor_mask: input.qword(2)?,
+        };
         out.flags = HvFlushFlags::from(header.flags);
         out.address_space = header.address_space;
         gva_at = 3;
-        if out.flags.all_processors() || header.processor_mask == 0 {
-            out.processors = ProcessorSet::All;
-        } else if let ProcessorSet::Sparse {
-            valid_bank_mask,
-            banks,
-        } = &mut out.processors
-        {
-            *valid_bank_mask = 1;
-            banks[0] = header.processor_mask;
-        }
+        out.processors = if out.flags.all_processors() || header.processor_mask == 0 {
+            ProcessorSet::All
+        } else {
+            ProcessorSet::Mask(header.processor_mask)
+        };
     }
 
     if !call.is_list() {
@@ -441,15 +359,16 @@ fn parse<B: BitmapSlice>(
         out.gvas = GvaList::All;
         return Ok(());
     }
-    let mut raw = [0u64; MAX_QUEUED_RANGES];
-    input.read(gva_at + usize::from(rep_start), &mut raw[..entries])?;
+    let first = gva_at + usize::from(rep_start);
     let extended = out.flags.use_extended_range_format();
+    out.gvas = GvaList::NONE;
     if let GvaList::Ranges { ranges, len } = &mut out.gvas {
-        for entry in &raw[..entries] {
+        for at in first..first + entries {
+            let entry = input.qword(at)?;
             let range = if extended {
-                GvaRange::from_extended(*entry)
+                GvaRange::from_extended(entry)
             } else {
-                GvaRange::from_simple(*entry)
+                GvaRange::from_simple(entry)
             };
             if range.is_canonical() {
                 ranges[usize::from(*len)] = range;

@@ -60,12 +60,14 @@ impl Default for WaitPolicy {
 }
 
 /// Whether `target` is still inside the guest run that `exits` named.
+#[inline]
 pub(crate) fn still_in_guest(target: &VcpuSlot, exits: u64) -> bool {
     target.exits.load(SeqCst) == exits && target.state.load(SeqCst) == IN_GUEST
 }
 
 /// Snapshot for the wait list: `Some(exit count)` if `target` must be
 /// kicked and waited for.
+#[inline]
 pub(crate) fn needs_kick(target: &VcpuSlot) -> Option<u64> {
     let exits = target.exits.load(SeqCst);
     (target.state.load(SeqCst) == IN_GUEST).then_some(exits)

@@ -68,6 +68,7 @@ pub struct HypercallKind {
 
 impl HypercallKind {
     /// Index among the 16 paths.
+    #[inline]
     pub fn index(self) -> usize {
         (self.level as usize) * 8 + self.call.index() * 2 + self.input as usize
     }
@@ -225,6 +226,7 @@ pub(crate) struct VcpuCounters {
 }
 
 impl VcpuCounters {
+    #[inline]
     pub(crate) fn count_status(&self, status: HvStatus) {
         let i = status.index().unwrap_or(STATUSES - 1);
         Self::bump(&self.status[i], 1);
@@ -235,6 +237,7 @@ impl VcpuCounters {
     /// load and a store suffice, like the latency sampler's `tick`: no
     /// locked read-modify-write on the hot path (three per call before).
     /// Readers on other threads see each counter's latest store.
+    #[inline]
     pub(crate) fn bump(counter: &AtomicU64, n: u64) {
         counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
     }

@@ -108,12 +108,8 @@ impl L2Vm {
     }
 
     /// Adds the vCPUs running a vp_id in `set` to `out`.
-    fn route(&self, set: &ProcessorSet, out: &mut VcpuSet) {
-        let ProcessorSet::Sparse {
-            valid_bank_mask,
-            banks,
-        } = set
-        else {
+    fn route(&self, set: &ProcessorSet, out: &mut VcpuSet<[u64]>) {
+        let Some((valid_bank_mask, banks)) = set.banks() else {
             out.union_with(&self.members);
             return;
         };
@@ -121,7 +117,8 @@ impl L2Vm {
             let Some(table) = self.tables.get(usize::from(self.table_of[bank])) else {
                 continue;
             };
-            for bit in SetBits(banks[bank] & self.present[bank]) {
+            let bits = banks.get(bank).copied().unwrap_or(0);
+            for bit in SetBits(bits & self.present[bank]) {
                 out.insert(usize::from(table[bit]));
             }
         }
@@ -197,7 +194,7 @@ impl L2Index {
         &self,
         caller: usize,
         set: &ProcessorSet,
-        out: &mut VcpuSet,
+        out: &mut VcpuSet<[u64]>,
     ) -> Option<NestedContext> {
         let (ctx, slot) = (*self.current.get(caller)?)?;
         if let Some(vm) = self.vms.get(slot as usize) {
@@ -292,7 +289,7 @@ mod tests {
         }
         assert!(index.vms.len() <= 4, "{}", index.vms.len());
         assert_eq!(
-            index.route(3, &ProcessorSet::All, &mut VcpuSet::default()),
+            index.route(3, &ProcessorSet::All, &mut <VcpuSet>::default()),
             None
         );
     }

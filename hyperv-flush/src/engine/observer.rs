@@ -21,7 +21,7 @@ pub trait FlushObserver: Send + Sync {
     /// A request from `caller` completed: every vCPU in `targets` has its
     /// flush queued and, if it was in guest mode, has left it. For tests
     /// and tracing; implementations must be cheap (called per request).
-    fn flush_completed(&self, _caller: usize, _level: Level, _targets: &VcpuSet) {}
+    fn flush_completed(&self, _caller: usize, _level: Level, _targets: &VcpuSet<[u64]>) {}
     /// A kicked target has not left guest mode after `waited`.
     fn vcpu_unresponsive(&self, _initiator: usize, _target: usize, _waited: std::time::Duration) {}
     /// The executor of `vcpu` found the host had dropped its flush

@@ -59,6 +59,7 @@ pub(crate) struct FlushQueue {
 
 impl FlushQueue {
     /// Queues `new` ranges, or a full flush when they do not fit.
+    #[inline]
     pub(crate) fn push_ranges(&mut self, new: &[GvaRange]) -> Enqueued {
         match &mut self.pending {
             QueuedFlush::All => Enqueued::All,

@@ -1,50 +1,70 @@
-//! A fixed-size set of vCPU indices: routing results without allocation.
+//! A set of vCPU indices, its storage sized at compile time: routing
+//! results without allocation.
 
 /// Most vCPUs a partition may have (matches the 4096 VP indices of a
 /// sparse set: 64 banks × 64).
 pub const MAX_VCPUS: usize = 4096;
 
+/// Words of a set that holds every vCPU below [`MAX_VCPUS`].
 const WORDS: usize = MAX_VCPUS / 64;
 
-/// A bitmap of vCPU indices below [`MAX_VCPUS`].
+/// A bitmap of vCPU indices: routing results without allocation.
+///
+/// `Words` is the bitmap's storage, one bit per vCPU: `VcpuSet` (the
+/// default, `[u64; 64]`) holds every vCPU below [`MAX_VCPUS`]; the engine
+/// routes into sets sized to the partition (`[u64; N]`, zeroing 8·N bytes
+/// per request, not 512) and lends them as `&VcpuSet<[u64]>`, the same
+/// set with its storage size known only at run time (an unsizing
+/// coercion from any `&VcpuSet<[u64; N]>`). vCPUs beyond the storage are
+/// ignored on insertion.
 ///
 /// Bit `i` of `summary` is set exactly when `words[i]` is non-zero, so
 /// iteration, `len` and `is_empty` cost O(non-empty words), not O(64):
 /// a one-target request touches one word.
-#[derive(Clone, PartialEq, Eq)]
-pub struct VcpuSet {
+#[derive(Clone)]
+pub struct VcpuSet<Words: ?Sized = [u64; WORDS]> {
     summary: u64,
-    words: [u64; WORDS],
+    words: Words,
 }
 
-impl Default for VcpuSet {
+impl<const N: usize> Default for VcpuSet<[u64; N]> {
+    #[inline]
     fn default() -> Self {
+        // One summary bit per word.
+        const { assert!(N <= 64) };
         Self {
             summary: 0,
-            words: [0; WORDS],
+            words: [0; N],
         }
     }
 }
 
-impl std::fmt::Debug for VcpuSet {
+impl<W: AsRef<[u64]> + ?Sized> std::fmt::Debug for VcpuSet<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_set().entries(self.iter()).finish()
     }
 }
 
-impl VcpuSet {
+/// Same members (whatever the storage holds beyond them).
+impl<W: AsRef<[u64]> + ?Sized> PartialEq for VcpuSet<W> {
+    fn eq(&self, other: &Self) -> bool {
+        self.summary == other.summary
+            && SetBits(self.summary).all(|i| self.words.as_ref()[i] == other.words.as_ref()[i])
+    }
+}
+
+impl<W: AsRef<[u64]> + ?Sized> Eq for VcpuSet<W> {}
+
+impl<W: AsRef<[u64]> + AsMut<[u64]> + ?Sized> VcpuSet<W> {
     /// Adds `vcpu` (ignored when out of range).
     #[inline]
     pub fn insert(&mut self, vcpu: usize) {
-        if let Some(w) = self.words.get_mut(vcpu / 64) {
-            *w |= 1 << (vcpu % 64);
-            self.summary |= 1 << (vcpu / 64);
-        }
+        self.insert_word(vcpu / 64, 1 << (vcpu % 64));
     }
 
     /// Removes `vcpu` (ignored when absent or out of range).
     pub(crate) fn remove(&mut self, vcpu: usize) {
-        if let Some(w) = self.words.get_mut(vcpu / 64) {
+        if let Some(w) = self.words.as_mut().get_mut(vcpu / 64) {
             *w &= !(1 << (vcpu % 64));
             if *w == 0 {
                 self.summary &= !(1 << (vcpu / 64));
@@ -52,12 +72,12 @@ impl VcpuSet {
         }
     }
 
-    /// Adds every member of `other`, one non-empty word at a time.
-    pub(crate) fn union_with(&mut self, other: &VcpuSet) {
+    /// Adds every member of `other`, one non-empty word at a time
+    /// (members beyond this set's storage are ignored).
+    pub(crate) fn union_with<V: AsRef<[u64]> + ?Sized>(&mut self, other: &VcpuSet<V>) {
         for i in SetBits(other.summary) {
-            self.words[i] |= other.words[i];
+            self.insert_word(i, other.words.as_ref()[i]);
         }
-        self.summary |= other.summary;
     }
 
     /// ORs `bits` into word `word` (vCPUs `64 * word ..= 64 * word + 63`).
@@ -66,15 +86,26 @@ impl VcpuSet {
         if bits == 0 {
             return;
         }
-        if let Some(w) = self.words.get_mut(word) {
-            *w |= bits;
+        if let Some(w) = self.words.as_mut().get_mut(word) {
+            // A word outside the summary is 0: the first bits are stored,
+            // not or-ed in. The engine routes into a set it has just
+            // zeroed, and loading a word back from those stores stalled
+            // (store-to-load forwarding fails on the wide zeroing stores).
+            if self.summary & (1 << word) == 0 {
+                *w = bits;
+            } else {
+                *w |= bits;
+            }
             self.summary |= 1 << word;
         }
     }
+}
 
+impl<W: AsRef<[u64]> + ?Sized> VcpuSet<W> {
     /// Whether `vcpu` is in the set.
     pub fn contains(&self, vcpu: usize) -> bool {
         self.words
+            .as_ref()
             .get(vcpu / 64)
             .is_some_and(|w| w & (1 << (vcpu % 64)) != 0)
     }
@@ -82,7 +113,7 @@ impl VcpuSet {
     /// Number of members.
     pub fn len(&self) -> usize {
         SetBits(self.summary)
-            .map(|i| self.words[i].count_ones() as usize)
+            .map(|i| self.words.as_ref()[i].count_ones() as usize)
             .sum()
     }
 
@@ -91,10 +122,16 @@ impl VcpuSet {
         self.summary == 0
     }
 
+    /// How many vCPUs the storage holds: `0..capacity` are never ignored.
+    pub(crate) fn capacity(&self) -> usize {
+        self.words.as_ref().len() * 64
+    }
+
     /// Members, lowest first.
+    #[inline]
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         Iter {
-            words: &self.words,
+            words: self.words.as_ref(),
             summary: self.summary,
             base: 0,
             bits: 0,
@@ -102,7 +139,7 @@ impl VcpuSet {
     }
 }
 
-impl FromIterator<usize> for VcpuSet {
+impl<const N: usize> FromIterator<usize> for VcpuSet<[u64; N]> {
     fn from_iter<I: IntoIterator<Item = usize>>(iter: I) -> Self {
         let mut set = Self::default();
         for v in iter {
@@ -131,7 +168,7 @@ impl Iterator for SetBits {
 
 /// Walks the non-empty words named by the summary, then their bits.
 struct Iter<'a> {
-    words: &'a [u64; WORDS],
+    words: &'a [u64],
     /// Non-empty words not yet started.
     summary: u64,
     /// First vCPU of the current word.
@@ -194,6 +231,26 @@ mod tests {
         s.remove(130);
         assert!(summary_is_exact(&s));
         assert_eq!(s.iter().collect::<Vec<_>>(), [131]);
+    }
+
+    #[test]
+    fn a_set_sized_to_a_partition_works_through_the_unsized_view() {
+        let mut small = VcpuSet::<[u64; 2]>::default();
+        let view: &mut VcpuSet<[u64]> = &mut small;
+        assert_eq!(view.capacity(), 128);
+        view.insert(3);
+        view.insert(127);
+        view.insert(128); // beyond the storage: ignored
+        view.insert_word(2, 1); // likewise
+        assert_eq!(view.iter().collect::<Vec<_>>(), [3, 127]);
+        assert_eq!(view.len(), 2);
+        assert!(view.contains(127) && !view.contains(128));
+        // A full set folds into a small one up to the small one's storage.
+        let full: VcpuSet = [5usize, 64, 700].into_iter().collect();
+        view.union_with(&full);
+        assert_eq!(view.iter().collect::<Vec<_>>(), [3, 5, 64, 127]);
+        assert_eq!(small, [3usize, 5, 64, 127].into_iter().collect());
+        assert_eq!(format!("{small:?}"), "{3, 5, 64, 127}");
     }
 
     #[test]

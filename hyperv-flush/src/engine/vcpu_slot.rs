@@ -57,6 +57,7 @@ impl VcpuSlot {
     }
 }
 
+#[inline]
 pub(crate) fn queue_index(level: Level) -> usize {
     match level {
         Level::L1 => 0,

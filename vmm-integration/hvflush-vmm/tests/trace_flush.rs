@@ -183,7 +183,7 @@ fn start_tracing() -> Result<TraceInstance, String> {
 struct CompletionLog(Mutex<Vec<Completion>>);
 
 impl FlushObserver for CompletionLog {
-    fn flush_completed(&self, caller: usize, _level: Level, targets: &VcpuSet) {
+    fn flush_completed(&self, caller: usize, _level: Level, targets: &VcpuSet<[u64]>) {
         let at_ns = monotonic_ns();
         let c = Completion {
             caller,
