@@ -17,6 +17,7 @@ use hyperv_flush::engine::{CountersSnapshot, EngineError, Partition};
 use serde::{Deserialize, Serialize};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
+use crate::cpuid::FlushFeatures;
 use crate::decision::{self, Decision, FlushPath, Refusal};
 use crate::facts::HostFacts;
 use crate::kvm::userspace::{HypervMsrs, hypercall_stub};
@@ -102,6 +103,16 @@ pub enum StateError {
         /// This host's.
         here: FlushPath,
     },
+    /// Same path, but this host would offer other flush features.
+    #[error(
+        "The saved VM was offered the flush features {saved:?}; this host would offer {here:?}, which the guest's CPUID does not describe"
+    )]
+    FeaturesDiffer {
+        /// Offered to the saved guest.
+        saved: FlushFeatures,
+        /// What this host would offer.
+        here: FlushFeatures,
+    },
     /// The VM has another vCPU count.
     #[error("The state has {saved} vCPUs, the VM {vm}")]
     VcpuCount {
@@ -175,6 +186,14 @@ impl FlushState {
         serde_json::from_slice(bytes).map_err(StateError::Corrupt)
     }
 
+    /// Parses a state a VMM kept as a JSON value inside its own snapshot
+    /// (Cloud Hypervisor's `SnapshotData`), with the same version check as
+    /// [`Self::from_bytes`]; deserializing the value straight into
+    /// `FlushState` would skip it.
+    pub fn from_value(value: serde_json::Value) -> Result<Self, StateError> {
+        Self::from_bytes(value.to_string().as_bytes())
+    }
+
     /// Checks that this host and the new VM can take the state: the saved
     /// configuration decides the same path here, the vCPU count matches,
     /// and an enabled hypercall page holds the stub of `hypercall_port`.
@@ -187,10 +206,16 @@ impl FlushState {
         let saved = self.decision.selected_mode;
         let here = decision::decide(&self.config, host)
             .map_err(|refusal| StateError::HostCannotServe { saved, refusal })?;
-        if here.selected_mode != saved || here.features != self.decision.features {
+        if here.selected_mode != saved {
             return Err(StateError::PathDiffers {
                 saved,
                 here: here.selected_mode,
+            });
+        }
+        if here.features != self.decision.features {
+            return Err(StateError::FeaturesDiffer {
+                saved: self.decision.features,
+                here: here.features,
             });
         }
         if self.vp_indices.len() != vcpus {

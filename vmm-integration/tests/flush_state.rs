@@ -178,3 +178,33 @@ fn another_vcpu_count_or_a_lost_hypercall_page_is_refused() {
         .restore(&userspace_host(), &other, &p, Some(&msrs))
         .unwrap();
 }
+
+#[test]
+fn a_state_kept_as_a_json_value_is_version_checked_too() {
+    let m = mem();
+    let (_, _, state) = running_vm(&m);
+    let mut value: serde_json::Value = serde_json::from_slice(&state.to_bytes()).unwrap();
+    assert_eq!(FlushState::from_value(value.clone()).unwrap(), state);
+    value["version"] = serde_json::json!(2);
+    assert!(matches!(
+        FlushState::from_value(value),
+        Err(StateError::Version { found: 2 })
+    ));
+}
+
+#[test]
+fn other_features_on_the_same_path_are_named_as_such() {
+    let m = mem();
+    let (_, _, mut state) = running_vm(&m);
+    state.decision.features.ex_masks = !state.decision.features.ex_masks;
+    let (p, msrs) = fresh();
+    let e = state
+        .restore(&userspace_host(), &m, &p, Some(&msrs))
+        .unwrap_err();
+    assert!(matches!(e, StateError::FeaturesDiffer { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("The saved VM was offered the flush features"),
+        "{e}"
+    );
+}
