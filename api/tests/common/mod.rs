@@ -304,6 +304,21 @@ pub fn table() -> Vec<Case> {
             &["trailing characters"],
         ),
         case(
+            "array body",
+            request("PUT", "/api/v1/vm.hyperv-flush", b"[null, null]"),
+            400,
+            &[
+                "Invalid request body",
+                "invalid type: sequence, expected a JSON object",
+            ],
+        ),
+        case(
+            "empty array body",
+            request("PUT", "/api/v1/vm.hyperv-flush", b"[]"),
+            400,
+            &["Invalid request body", "expected a JSON object"],
+        ),
+        case(
             "unknown field",
             request("PUT", "/api/v1/vm.hyperv-flush", br#"{"l3": true}"#),
             400,
