@@ -128,7 +128,9 @@ macro_rules! config_keys {
         pub struct HypervFlushUpdate {
             $(
                 #[doc = concat!("New `", stringify!($field), "`.")]
-                #[serde(skip_serializing_if = "Option::is_none")]
+                // Absent is `None`; `null` is refused, like any value
+                // outside the key's type (it would read as "unchanged").
+                #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "crate::object::present")]
                 pub $field: Option<$ty>,
             )*
         }

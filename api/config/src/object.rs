@@ -49,3 +49,15 @@ where
 
     deserializer.deserialize_map(ObjectOnly(PhantomData))
 }
+
+/// A field of an update that was given: its value, never `null` (serde
+/// reads `null` into an `Option` as `None`, which would silently mean
+/// "unchanged" for `{"l1": null}`; found by schemathesis). Absent fields
+/// stay `None` through the container's `#[serde(default)]`.
+pub(crate) fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}

@@ -91,6 +91,17 @@ fn json_arrays_are_refused() {
             .starts_with("invalid type: sequence, expected a JSON object of hyperv_flush keys"),
         "{e}"
     );
+    // `null` is not a value of any key (absent keys are the way to leave
+    // one unchanged).
+    let e = serde_json::from_str::<HypervFlushUpdate>(r#"{"xmm_input": null}"#).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("invalid type: null, expected a boolean"),
+        "{e}"
+    );
+    let u: HypervFlushUpdate = serde_json::from_str(r#"{"xmm_input": false}"#).unwrap();
+    assert_eq!(u.xmm_input, Some(false));
+    assert_eq!(u.l1, None);
     // Fields still report their own errors.
     let e = serde_json::from_str::<HypervFlushUpdate>(r#"{"l1": []}"#).unwrap_err();
     assert!(e.to_string().contains("expected a boolean"), "{e}");

@@ -313,6 +313,15 @@ pub fn table() -> Vec<Case> {
             ],
         ),
         case(
+            "null value",
+            request("PUT", "/api/v1/vm.hyperv-flush", br#"{"xmm_input": null}"#),
+            400,
+            &[
+                "Invalid `xmm_input` in request body",
+                "invalid type: null, expected a boolean",
+            ],
+        ),
+        case(
             "empty array body",
             request("PUT", "/api/v1/vm.hyperv-flush", b"[]"),
             400,
