@@ -113,7 +113,7 @@ fn load_all() -> Vec<Loaded> {
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    assert_eq!(out.len(), 9, "every fixture loaded");
+    assert_eq!(out.len(), 13, "every fixture loaded");
     out
 }
 
