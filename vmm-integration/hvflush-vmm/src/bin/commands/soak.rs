@@ -106,7 +106,14 @@ fn named(c: &CountersSnapshot) -> Vec<(String, u64)> {
 }
 
 fn sampler(args: &SoakArgs, partition: &Partition, done: &AtomicBool, start: Instant) -> Watch {
-    let mut watch = Watch::default();
+    // Room for every sample up front: the sampler lives in the process it
+    // measures, and a growing Vec would show as RSS growth.
+    let expected = (args.minutes * 60 / args.sample_secs + 2) as usize;
+    let mut watch = Watch {
+        samples: Vec::with_capacity(expected),
+        windows: Vec::with_capacity(expected / args.trace_every as usize + 1),
+        ..Watch::default()
+    };
     let every = Duration::from_secs(args.sample_secs);
     let mut next = every;
     while !done.load(SeqCst) {
