@@ -34,6 +34,25 @@ pub fn validate(spec: &Value, schema: &Value, value: &Value, at: &str) -> Result
             Err(format!("{at}: null"))
         };
     }
+    if let Some(any) = schema.get("anyOf").and_then(Value::as_array) {
+        // Each alternative narrows the schema it sits in (the spec writes
+        // `type` once, outside): the value must pass the rest of the schema
+        // and at least one alternative merged into it.
+        let mut rest = schema.clone();
+        rest.as_object_mut().unwrap().remove("anyOf");
+        let fits = |alt: &Value| {
+            let mut merged = rest.clone();
+            let alt = resolve(spec, alt);
+            for (k, v) in alt.as_object().into_iter().flatten() {
+                merged[k] = v.clone();
+            }
+            validate(spec, &merged, value, at).is_ok()
+        };
+        if !any.iter().any(fits) {
+            return Err(format!("{at}: {value} matches no alternative of anyOf"));
+        }
+        return validate(spec, &rest, value, at);
+    }
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
         if !allowed.contains(value) {
             return Err(format!("{at}: {value} not in {allowed:?}"));

@@ -67,14 +67,44 @@ pub enum ChangeScope {
     Reboot,
 }
 
+/// The serde trait impls of a `#[serde(remote = "Self")]` type: serialize
+/// as derived, deserialize from a JSON object only.
+macro_rules! object_only {
+    ($t:ident, $expecting:literal) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                // The derived (inherent) function.
+                $t::serialize(self, serializer)
+            }
+        }
+
+        impl<'de> $crate::object::Fields<'de> for $t {
+            const EXPECTING: &'static str = $expecting;
+            fn from_fields<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $t::deserialize(d)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $crate::object::from_object(d)
+            }
+        }
+    };
+}
+
 /// Builds the configuration types from the key table (see `lib.rs`).
 macro_rules! config_keys {
     ($(
         $(#[doc = $doc:literal])+
         $field:ident : $ty:ty = $default:expr, $scope:ident, $meaning:literal;
     )*) => {
-        /// The `hyperv_flush` section of a VM configuration.
+        /// The `hyperv_flush` section of a VM configuration. Deserialized
+        /// from a JSON object only (`object.rs`).
         #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        // The derived code becomes inherent functions; the trait impls
+        // below route deserialization through `from_object`.
+        #[serde(remote = "Self")]
         #[serde(default, deny_unknown_fields)]
         pub struct HypervFlushConfig {
             $( $(#[doc = $doc])+ pub $field: $ty, )*
@@ -90,15 +120,23 @@ macro_rules! config_keys {
         /// the current values, the others keep them. Used by
         /// `PUT /api/v1/vm.hyperv-flush`, `hvflush-remote set` and the
         /// "command line overrides file" merge.
+        ///
+        /// Deserialized from a JSON object only (`object.rs`).
         #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        #[serde(remote = "Self")]
         #[serde(default, deny_unknown_fields)]
         pub struct HypervFlushUpdate {
             $(
                 #[doc = concat!("New `", stringify!($field), "`.")]
-                #[serde(skip_serializing_if = "Option::is_none")]
+                // Absent is `None`; `null` is refused, like any value
+                // outside the key's type (it would read as "unchanged").
+                #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "crate::object::present")]
                 pub $field: Option<$ty>,
             )*
         }
+
+        object_only!(HypervFlushConfig, "a JSON object of hyperv_flush keys");
+        object_only!(HypervFlushUpdate, "a JSON object of hyperv_flush keys");
 
         /// A configuration key.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -7,6 +7,7 @@
 pub mod hypercall_port;
 #[macro_use]
 mod keys;
+pub mod object;
 pub mod option;
 
 use std::fmt;

@@ -62,6 +62,51 @@ fn option_string_round_trips() {
     assert_eq!((c.hypercall_port, c.l1, c.ex_masks), (0x99, false, true));
 }
 
+/// serde's derive would read a struct from an array of its fields; the
+/// configuration types take JSON objects only.
+#[test]
+fn json_arrays_are_refused() {
+    for text in [
+        "[]",
+        "[null, null]",
+        r#"["Auto", true]"#,
+        "null",
+        "5",
+        r#""l1""#,
+    ] {
+        let e = serde_json::from_str::<HypervFlushUpdate>(text).expect_err(text);
+        assert!(
+            e.to_string()
+                .contains("expected a JSON object of hyperv_flush keys"),
+            "{text}: {e}"
+        );
+        assert!(
+            serde_json::from_str::<HypervFlushConfig>(text).is_err(),
+            "{text}"
+        );
+    }
+    let e = serde_json::from_str::<HypervFlushUpdate>("[null, null]").unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("invalid type: sequence, expected a JSON object of hyperv_flush keys"),
+        "{e}"
+    );
+    // `null` is not a value of any key (absent keys are the way to leave
+    // one unchanged).
+    let e = serde_json::from_str::<HypervFlushUpdate>(r#"{"xmm_input": null}"#).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("invalid type: null, expected a boolean"),
+        "{e}"
+    );
+    let u: HypervFlushUpdate = serde_json::from_str(r#"{"xmm_input": false}"#).unwrap();
+    assert_eq!(u.xmm_input, Some(false));
+    assert_eq!(u.l1, None);
+    // Fields still report their own errors.
+    let e = serde_json::from_str::<HypervFlushUpdate>(r#"{"l1": []}"#).unwrap_err();
+    assert!(e.to_string().contains("expected a boolean"), "{e}");
+}
+
 #[test]
 fn json_shape_is_cloud_hypervisor_style() {
     let json = serde_json::to_value(HypervFlushConfig::default()).unwrap();

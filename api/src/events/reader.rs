@@ -10,6 +10,12 @@ pub enum EventStreamError {
     /// The stream does not end with an object and a blank line.
     #[error("Event stream does not end with a complete event and a blank line")]
     Truncated,
+    /// One event is valid JSON but not an object.
+    #[error("Event {index} is not a JSON object")]
+    NotAnObject {
+        /// Position of the event in the stream, from 0.
+        index: usize,
+    },
     /// One event is not valid JSON.
     #[error("Event {index} does not parse")]
     Event {
@@ -30,7 +36,14 @@ pub fn parse_event_stream(text: &str) -> Result<Vec<Value>, EventStreamError> {
     text.split_terminator("\n\n")
         .enumerate()
         .map(|(index, chunk)| {
-            serde_json::from_str(chunk).map_err(|source| EventStreamError::Event { index, source })
+            match serde_json::from_str(chunk) {
+                Ok(event @ Value::Object(_)) => Ok(event),
+                // Only the last chunk's `}` is checked above: `1` or `[]`
+                // before it would pass for an event (found by fuzzing,
+                // tests/fuzz `event_stream`).
+                Ok(_) => Err(EventStreamError::NotAnObject { index }),
+                Err(source) => Err(EventStreamError::Event { index, source }),
+            }
         })
         .collect()
 }
@@ -57,6 +70,10 @@ mod tests {
         assert!(matches!(
             parse_event_stream("{]}\n\n"),
             Err(EventStreamError::Event { index: 0, .. })
+        ));
+        assert!(matches!(
+            parse_event_stream("{}\n\n4\n\n{}\n\n"),
+            Err(EventStreamError::NotAnObject { index: 1 })
         ));
     }
 }

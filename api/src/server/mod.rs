@@ -169,6 +169,34 @@ const DRAIN_TIME: Duration = Duration::from_secs(1);
 /// Pause after a failed accept (e.g. EMFILE) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// Serves the one request of one connection over `io`, with every rule
+/// the socket server applies (header and whole-connection deadlines, no
+/// keep-alive, half-close, the header buffer cap, the body limits of the
+/// routes). The accept loop runs it per connection; a VMM with its own
+/// accept loop, or a test or fuzzer with an in-memory stream
+/// (`tokio::io::duplex`), can call it directly. Needs a tokio runtime with
+/// time enabled; returns when the exchange ends or the connection
+/// deadline passes. Client errors (reset, timeout) end it silently.
+pub async fn serve_connection<I>(io: I, service: Arc<dyn FlushService>, limits: ServerLimits)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let handler = service_fn(move |req| routes::handle(req, service.clone(), limits));
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        // One request per connection, as Cloud Hypervisor's clients do; an
+        // idle client cannot hold a slot.
+        .keep_alive(false)
+        // A client may shut its write side and still read the answer.
+        .half_close(true)
+        // Caps what a client can make us buffer for headers.
+        .max_buf_size(16 * 1024)
+        .serve_connection(TokioIo::new(io), handler);
+    // Errors are the client's (reset, timeout): nothing to report.
+    let _ = tokio::time::timeout(limits.connection_timeout, connection).await;
+}
+
 async fn serve(
     listener: tokio::net::UnixListener,
     service: Arc<dyn FlushService>,
@@ -199,20 +227,7 @@ async fn serve(
         let service = service.clone();
         connections.spawn(async move {
             let _permit = permit;
-            let handler = service_fn(move |req| routes::handle(req, service.clone(), limits));
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                // One request per connection, as Cloud Hypervisor's clients
-                // do; an idle client cannot hold a slot.
-                .keep_alive(false)
-                // A client may shut its write side and still read the answer.
-                .half_close(true)
-                // Caps what a client can make us buffer for headers.
-                .max_buf_size(16 * 1024)
-                .serve_connection(TokioIo::new(stream), handler);
-            // Errors are the client's (reset, timeout): nothing to report.
-            let _ = tokio::time::timeout(limits.connection_timeout, connection).await;
+            serve_connection(stream, service, limits).await;
         });
     }
     let _ = tokio::time::timeout(DRAIN_TIME, async {

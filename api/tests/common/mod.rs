@@ -304,6 +304,30 @@ pub fn table() -> Vec<Case> {
             &["trailing characters"],
         ),
         case(
+            "array body",
+            request("PUT", "/api/v1/vm.hyperv-flush", b"[null, null]"),
+            400,
+            &[
+                "Invalid request body",
+                "invalid type: sequence, expected a JSON object",
+            ],
+        ),
+        case(
+            "null value",
+            request("PUT", "/api/v1/vm.hyperv-flush", br#"{"xmm_input": null}"#),
+            400,
+            &[
+                "Invalid `xmm_input` in request body",
+                "invalid type: null, expected a boolean",
+            ],
+        ),
+        case(
+            "empty array body",
+            request("PUT", "/api/v1/vm.hyperv-flush", b"[]"),
+            400,
+            &["Invalid request body", "expected a JSON object"],
+        ),
+        case(
             "unknown field",
             request("PUT", "/api/v1/vm.hyperv-flush", br#"{"l3": true}"#),
             400,

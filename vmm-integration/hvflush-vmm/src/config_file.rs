@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
+use hvflush_config::object::{Fields, from_object};
 use hvflush_config::option::OptionError;
 use hvflush_config::{ConfigError, HypervFlushConfig, HypervFlushUpdate};
 
@@ -50,18 +51,33 @@ pub enum ConfigFileError {
 
 /// The part of the VM config file this crate owns. Other top-level
 /// sections belong to the VMM and are ignored here; inside `hyperv_flush`
-/// unknown fields are rejected.
+/// unknown fields are rejected. The document is a JSON object, never an
+/// array (serde's derive would read one as the fields in order).
 #[derive(Deserialize)]
+#[serde(remote = "Self")]
 struct VmConfigFile {
     #[serde(default)]
     hyperv_flush: HypervFlushConfig,
+}
+
+impl<'de> Fields<'de> for VmConfigFile {
+    const EXPECTING: &'static str = "a JSON object (a VM configuration)";
+    fn from_fields<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        VmConfigFile::deserialize(d)
+    }
+}
+
+impl<'de> Deserialize<'de> for VmConfigFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_object(d)
+    }
 }
 
 /// Parses the `hyperv_flush` section of VM config JSON text; `origin`
 /// names the source in errors. A missing section means the defaults.
 pub fn parse_vm_config(text: &str, origin: &Path) -> Result<HypervFlushConfig, ConfigFileError> {
     let de = &mut serde_json::Deserializer::from_str(text);
-    let file: VmConfigFile = serde_path_to_error::deserialize(de).map_err(|e| {
+    let file: VmConfigFile = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let field = match e.path().to_string() {
             p if p == "." || p.is_empty() => "(document)".to_owned(),
             p => p,
@@ -71,6 +87,13 @@ pub fn parse_vm_config(text: &str, origin: &Path) -> Result<HypervFlushConfig, C
             field,
             source: e.into_inner(),
         }
+    })?;
+    // Nothing may follow the document: `{} x` is not a VM config (found by
+    // fuzzing, tests/fuzz `config`).
+    de.end().map_err(|source| ConfigFileError::Parse {
+        path: origin.to_owned(),
+        field: "(document)".to_owned(),
+        source,
     })?;
     file.hyperv_flush
         .validate()

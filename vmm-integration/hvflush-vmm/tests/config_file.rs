@@ -32,6 +32,21 @@ fn vm_config_file() {
         HypervFlushConfig::default()
     );
 
+    // Nothing after the document.
+    let e = file_err(r#"{"hyperv_flush": {}} {}"#);
+    assert_eq!(e[0], "Invalid `(document)` in VM config file vm.json");
+    assert!(e[1].starts_with("trailing characters"), "{e:?}");
+    // Arrays are not objects: neither the document nor the section.
+    let e = file_err(r#"[{"mode": "Off"}]"#);
+    assert_eq!(e[0], "Invalid `(document)` in VM config file vm.json");
+    assert!(
+        e[1].starts_with("invalid type: sequence, expected a JSON object"),
+        "{e:?}"
+    );
+    let e = file_err(r#"{"hyperv_flush": [null, null]}"#);
+    assert_eq!(e[0], "Invalid `hyperv_flush` in VM config file vm.json");
+    assert!(e[1].starts_with("invalid type: sequence"), "{e:?}");
+
     let e = file_err(r#"{"hyperv_flush": {"l3": true}}"#);
     assert_eq!(e[0], "Invalid `hyperv_flush.l3` in VM config file vm.json");
     assert!(

@@ -47,6 +47,7 @@ core::arch::global_asm!(
     include_str!("asm/bench.s"),
     include_str!("asm/restart.s"),
     include_str!("asm/reboot.s"),
+    include_str!("asm/faults.s"),
     boot = const pvh::BOOT_GPA,
     boot_data = const pvh::BOOT_DATA_GPA,
     pml4 = const pvh::BOOT_PML4_GPA,
@@ -89,11 +90,13 @@ pub enum Workload {
     Restart,
     /// Flushes, a full VM reset by INIT to all including self, a second boot and more flushes (PVH boot).
     Reboot,
+    /// Hypercall input and the hypercall page at GPAs that are not RAM; prints what each got.
+    Faults,
 }
 
 impl Workload {
     /// Every workload, in documentation order.
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::AbiSelftest,
         Workload::Smoke,
         Workload::Conformance,
@@ -101,6 +104,7 @@ impl Workload {
         Workload::Bench,
         Workload::Restart,
         Workload::Reboot,
+        Workload::Faults,
     ];
 
     /// The name used on command lines (`abi-selftest`, `smoke`, ...).
@@ -113,6 +117,7 @@ impl Workload {
             Workload::Bench => "bench",
             Workload::Restart => "restart",
             Workload::Reboot => "reboot",
+            Workload::Faults => "faults",
         }
     }
 
@@ -145,7 +150,7 @@ impl fmt::Display for Workload {
 /// A workload name that is not built in.
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error(
-    "Unknown workload {0:?} (expected abi-selftest, smoke, conformance, storm, bench, restart or reboot)"
+    "Unknown workload {0:?} (expected abi-selftest, smoke, conformance, storm, bench, restart, reboot or faults)"
 )]
 pub struct UnknownWorkload(pub String);
 
@@ -214,6 +219,11 @@ image_symbols!(
     hvflush_guest_reboot_start,
     hvflush_guest_reboot_end
 );
+image_symbols!(
+    faults_image,
+    hvflush_guest_faults_start,
+    hvflush_guest_faults_end
+);
 image_symbols!(boot_image, hvflush_guest_boot_start, hvflush_guest_boot_end);
 image_symbols!(
     firmware_image,
@@ -241,6 +251,7 @@ pub fn image(workload: Workload) -> &'static [u8] {
         Workload::Bench => bench_image(),
         Workload::Restart => restart_image(),
         Workload::Reboot => reboot_image(),
+        Workload::Faults => faults_image(),
     }
 }
 

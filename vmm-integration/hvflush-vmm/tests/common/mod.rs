@@ -41,6 +41,16 @@ pub struct Vmm {
 impl Vmm {
     /// Starts storm on 2 vCPUs in userspace mode; `Err` says why it did not.
     pub fn start(vmm: &Path, name: &str, duration_secs: u32) -> Result<Self, String> {
+        Self::start_storm(vmm, name, duration_secs, 2)
+    }
+
+    /// Starts storm on `vcpus` vCPUs in userspace mode.
+    pub fn start_storm(
+        vmm: &Path,
+        name: &str,
+        duration_secs: u32,
+        vcpus: u32,
+    ) -> Result<Self, String> {
         let dir = std::env::temp_dir().join(format!("hvflush-e2e-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -54,13 +64,15 @@ impl Vmm {
                 "--workload",
                 "storm",
                 "--vcpus",
-                "2",
+                &vcpus.to_string(),
                 "--quiet",
                 "--json",
             ])
             .args(["--hyperv-flush", "mode=userspace"])
             .args(["--duration", &duration_secs.to_string()])
-            .args(["--timeout", "55", "--summary-interval", "1"])
+            // The run's own deadline, past the guest's: a hang fails it.
+            .args(["--timeout", &(duration_secs + 15).max(55).to_string()])
+            .args(["--summary-interval", "1"])
             .arg("--api-socket")
             .arg(format!("path={}", socket.display()))
             .arg("--event-monitor")

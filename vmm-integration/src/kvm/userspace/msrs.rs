@@ -8,7 +8,7 @@
 use std::sync::Mutex;
 
 use hyperv_flush::abi::msr;
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
 /// `MSR_KVM_STEAL_TIME`: owned by the VMM (flush executor), hidden from the guest.
 pub const MSR_KVM_STEAL_TIME: u32 = 0x4b56_4d03;
@@ -100,7 +100,15 @@ impl HypervMsrs {
             }
             msr::HYPERCALL => {
                 let page = GuestAddress(value & !0xfff);
-                match mem.write_slice(&hypercall_stub(self.port), page) {
+                let stub = hypercall_stub(self.port);
+                // The whole stub must be RAM before a byte is written: a
+                // page where RAM ends inside the stub would otherwise get
+                // its first bytes and the guest a #GP (found by fuzzing,
+                // tests/fuzz `msrs`).
+                if !mem.check_range(page, stub.len(), Permissions::Write) {
+                    return MsrOutcome::Fault;
+                }
+                match mem.write_slice(&stub, page) {
                     Ok(()) => {
                         state.hypercall = value;
                         MsrOutcome::Done(0)
@@ -180,6 +188,19 @@ mod tests {
         assert_eq!(msrs.read(msr::VP_INDEX, Some(7)), MsrOutcome::Done(7));
         assert_eq!(msrs.read(0x10, Some(0)), MsrOutcome::NotMine);
         assert_eq!(msrs.read(0x4000_0200, Some(0)), MsrOutcome::NotMine);
+    }
+
+    #[test]
+    fn a_page_that_is_partly_ram_faults_and_is_not_written() {
+        // RAM ends one byte into the page: the stub does not fit.
+        let m = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x2001)]).unwrap();
+        let msrs = HypervMsrs::new(0x99);
+        msrs.write(msr::GUEST_OS_ID, 1, &m);
+        assert_eq!(msrs.write(msr::HYPERCALL, 0x2001, &m), MsrOutcome::Fault);
+        let mut byte = [0u8; 1];
+        m.read_slice(&mut byte, GuestAddress(0x2000)).unwrap();
+        assert_eq!(byte, [0], "nothing written");
+        assert_eq!(msrs.read(msr::HYPERCALL, None), MsrOutcome::Done(0));
     }
 
     // conformance: R37

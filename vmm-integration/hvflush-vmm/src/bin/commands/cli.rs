@@ -40,6 +40,10 @@ pub enum Command {
     /// Write a workload as a PVH ELF (for Cloud Hypervisor's --kernel) and
     /// optionally its parameter block (for --initramfs).
     GuestImage(crate::commands::guest_image::GuestImageArgs),
+    /// Run a long storm (16 vCPUs, 10 minutes by default) and watch the
+    /// VMM: resident memory, counters, unresponsive vCPUs, trace-verified
+    /// flushes.
+    Soak(crate::commands::soak::SoakArgs),
 }
 
 #[derive(Args, Debug, Clone)]
