@@ -59,7 +59,7 @@ struct Recorder {
 }
 
 impl FlushObserver for Recorder {
-    fn flush_completed(&self, caller: usize, level: Level, targets: &VcpuSet) {
+    fn flush_completed(&self, caller: usize, level: Level, targets: &VcpuSet<[u64]>) {
         let t = targets.iter().collect();
         self.completed.lock().unwrap().push((caller, level, t));
     }
