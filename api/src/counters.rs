@@ -16,6 +16,11 @@
 //!   **merged** into one the executor had already armed (one host flush
 //!   serves every take before it), plus at most one still armed per vCPU
 //!   when it stopped.
+//! * `preempted_flushes ≤ targets_without_kick ≤ targets`, and
+//!   `kicks ≥ targets - targets_without_kick`: every other target was
+//!   kicked at least once (re-kicks add to `kicks`). On the KVM userspace
+//!   path a halted target is blocked inside `KVM_RUN`, so it is kicked
+//!   (docs/performance.md, "Halted targets").
 //! * Each counter only grows, so the `flush-summary` counts (each since the
 //!   previous summary, the last one after the vCPUs stopped) add up to the
 //!   `shutdown` totals, which are the run report's counters.
@@ -77,6 +82,10 @@ engine_counters! {
     kicks => "kicks",
     /// Targets flushed through the host's preempted marker, without a kick.
     preempted_flushes => "preempted flushes",
+    /// Targets handled without a kick: outside guest mode when the request
+    /// was queued (they flush on their next entry, never woken or waited
+    /// for) or flushed through the preempted marker (a subset).
+    targets_without_kick => "targets without a kick",
     /// Times a kicked target did not leave guest mode in time.
     unresponsive_vcpus => "unresponsive vCPUs",
     /// Synthetic VM exits to L1 after L2 flushes (TLB lock held).
@@ -86,4 +95,80 @@ engine_counters! {
     /// Hypercall instructions while GUEST_OS_ID was 0: not Hyper-V calls,
     /// completed with -KVM_ENOSYS and never flushed.
     calls_without_guest_os_id => "refused, GUEST_OS_ID 0",
+}
+
+impl EngineCounters {
+    /// The identities of the module docs that these totals break, by name
+    /// (empty when every one holds). Meant for totals read after the vCPUs
+    /// stopped; a live read may catch one vCPU between two of its updates.
+    pub fn broken_identities(&self) -> Vec<&'static str> {
+        let c = self;
+        [
+            (
+                c.flushes_requested == c.targets,
+                "flushes_requested = targets",
+            ),
+            (
+                c.flushes_taken <= c.flushes_requested,
+                "flushes_taken <= flushes_requested",
+            ),
+            (
+                c.flushes_executed <= c.flushes_taken,
+                "flushes_executed <= flushes_taken",
+            ),
+            (
+                c.preempted_flushes <= c.targets_without_kick,
+                "preempted_flushes <= targets_without_kick",
+            ),
+            (
+                c.targets_without_kick <= c.targets,
+                "targets_without_kick <= targets",
+            ),
+            (
+                c.kicks >= c.targets.saturating_sub(c.targets_without_kick),
+                "kicks >= targets - targets_without_kick",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(holds, name)| (!holds).then_some(name))
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EngineCounters;
+
+    #[test]
+    fn identities_hold_for_consistent_totals_and_name_what_breaks() {
+        let ok = EngineCounters {
+            targets: 10,
+            flushes_requested: 10,
+            flushes_taken: 8,
+            flushes_executed: 7,
+            kicks: 5,
+            preempted_flushes: 1,
+            targets_without_kick: 6,
+            ..EngineCounters::default()
+        };
+        assert!(ok.broken_identities().is_empty());
+        assert!(EngineCounters::default().broken_identities().is_empty());
+        let unkicked = EngineCounters { kicks: 3, ..ok };
+        assert_eq!(
+            unkicked.broken_identities(),
+            ["kicks >= targets - targets_without_kick"]
+        );
+        let lost = EngineCounters {
+            flushes_executed: 9,
+            targets_without_kick: 11,
+            ..ok
+        };
+        assert_eq!(
+            lost.broken_identities(),
+            [
+                "flushes_executed <= flushes_taken",
+                "targets_without_kick <= targets"
+            ]
+        );
+    }
 }

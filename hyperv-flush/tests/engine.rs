@@ -286,6 +286,7 @@ fn counters_per_path_status_targets_and_kicks() {
     let s = p.counters();
     assert_eq!(s.kicks, 2);
     assert_eq!(s.targets, 6);
+    assert_eq!(s.targets_without_kick, 4, "vCPUs 4..7 were outside");
     assert_eq!(s.flushes_requested, 6);
     assert_eq!((s.flushes_taken, s.flushes_executed), (0, 0));
     let path = HypercallKind {
@@ -381,6 +382,10 @@ fn preempted_targets_are_neither_kicked_nor_waited_for() {
     assert_eq!(k.0.load(SeqCst), 1);
     let s = p.counters();
     assert_eq!((s.kicks, s.preempted_flushes), (0, 1));
+    assert_eq!(
+        s.targets_without_kick, 1,
+        "preempted: handled without a kick"
+    );
     assert!(p.in_guest(1));
 }
 

@@ -333,6 +333,7 @@ pub fn engine_counters(s: &CountersSnapshot) -> EngineCounters {
         flush_all_fallbacks: s.flush_all_fallbacks,
         kicks: s.kicks,
         preempted_flushes: s.preempted_flushes,
+        targets_without_kick: s.targets_without_kick,
         unresponsive_vcpus: s.unresponsive_vcpus,
         synthetic_exits: s.synthetic_exits,
         invalid_opcode_injections: s.invalid_opcode_injections,

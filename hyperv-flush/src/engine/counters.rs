@@ -219,6 +219,7 @@ pub(crate) struct VcpuCounters {
     pub(crate) flush_all_fallbacks: AtomicU64,
     pub(crate) kicks: AtomicU64,
     pub(crate) preempted_flushes: AtomicU64,
+    pub(crate) targets_without_kick: AtomicU64,
     pub(crate) unresponsive_vcpus: AtomicU64,
     pub(crate) synthetic_exits: AtomicU64,
     pub(crate) refused: [AtomicU64; 2],
@@ -274,6 +275,12 @@ pub struct CountersSnapshot {
     pub kicks: u64,
     /// Targets flushed through the host's preempted marker, without a kick.
     pub preempted_flushes: u64,
+    /// Targets handled without a kick: outside guest mode when the request
+    /// was queued (they flush on their way in, never woken or waited for),
+    /// or flagged through the preempted marker (`preempted_flushes`, a
+    /// subset). `targets - targets_without_kick` targets were kicked.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub targets_without_kick: u64,
     /// Times a kicked target did not leave guest mode in time.
     pub unresponsive_vcpus: u64,
     /// Synthetic VM exits requested after L2 flushes.
@@ -331,6 +338,7 @@ impl CountersSnapshot {
             s.flush_all_fallbacks += c.flush_all_fallbacks.load(Relaxed);
             s.kicks += c.kicks.load(Relaxed);
             s.preempted_flushes += c.preempted_flushes.load(Relaxed);
+            s.targets_without_kick += c.targets_without_kick.load(Relaxed);
             s.unresponsive_vcpus += c.unresponsive_vcpus.load(Relaxed);
             s.synthetic_exits += c.synthetic_exits.load(Relaxed);
             s.invalid_opcode_injections += c.refused[Refusal::InvalidOpcode as usize].load(Relaxed);

@@ -519,12 +519,15 @@ impl Partition {
         // Locked only once a target needs a kick: most requests find every
         // target outside the guest and skip the lock's two atomic RMWs.
         let mut waits = None;
+        let mut without_kick = 0;
         for t in targets.iter() {
             let Some(exits) = needs_kick(&self.slots[t]) else {
+                without_kick += 1;
                 continue;
             };
             if kicker.flush_if_preempted(t) {
                 VcpuCounters::bump(&counters.preempted_flushes, 1);
+                without_kick += 1;
                 continue;
             }
             kicker.kick(t);
@@ -537,6 +540,7 @@ impl Partition {
                 })
                 .push((t, exits));
         }
+        VcpuCounters::bump(&counters.targets_without_kick, without_kick);
         let Some(mut waits) = waits else {
             return;
         };

@@ -18,7 +18,7 @@ fn bench_writes_results_and_plot() {
     let (json_path, svg_path) = (dir.join("bench.json"), dir.join("bench.svg"));
     let out = Command::new(vmm)
         .args(["bench", "--iterations", "100", "--running-iterations", "20"])
-        .args(["--targets", "1,2", "--json", "--output"])
+        .args(["--targets", "1,2", "--halted", "1,3", "--json", "--output"])
         .arg(&json_path)
         .arg("--svg")
         .arg(&svg_path)
@@ -71,6 +71,30 @@ fn bench_writes_results_and_plot() {
         // The targets spin from before the first call, which must kick
         // them; how often later calls do depends on the host scheduler.
         assert!(row["kicks_per_call"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    for row in running {
+        assert!(
+            row["vcpu_threads_per_host_cpu"].as_f64().unwrap() > 0.0,
+            "{row}"
+        );
+    }
+    let halted = written["halted_targets"].as_array().unwrap();
+    assert_eq!(halted.len(), 2);
+    for (row, targets) in halted.iter().zip([1u64, 3]) {
+        assert_eq!(row["halted_targets"].as_u64(), Some(targets));
+        for key in ["hypercall_ns", "self_flush_ns", "ratio_vs_self_flush"] {
+            assert!(row[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {row}");
+        }
+        // A halted target is inside KVM_RUN: the userspace path kicks it
+        // (docs/performance.md, "Halted targets"), unless the request
+        // found it outside, still on its way back in after a kick.
+        let kicked = row["kicks_per_halted_target"].as_f64().unwrap();
+        let not_kicked = row["halted_targets_without_kick"].as_f64().unwrap();
+        assert!(kicked > 0.5 && (0.0..0.5).contains(&not_kicked), "{row}");
+        assert!(
+            kicked + not_kicked >= 1.0 - 1e-9,
+            "every target counted: {row}"
+        );
     }
     let svg = std::fs::read_to_string(&svg_path).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));

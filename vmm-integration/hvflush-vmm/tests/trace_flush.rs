@@ -344,6 +344,47 @@ fn storm_flushes_are_seen_by_the_host() {
     assert_eq!(summary.vcpus_checked, VCPUS as usize, "{summary:?}");
 }
 
+/// vCPUs 1-3, started by INIT/SIPI, halt (blocked inside `KVM_RUN` in the
+/// in-kernel LAPIC) while vCPU 0 flushes them 40 times; then vCPU 0 wakes
+/// them with an IPI, and each woken target shows a host flush before it
+/// runs guest code again (its wake-up marker is that guest code's port
+/// write). The userspace path cannot tell a halted target from a running
+/// one, so each is kicked (docs/performance.md, "Halted targets").
+#[test]
+fn halted_targets_flush_before_they_run_again() {
+    let _one_vm = lock(&KVM_RUNS);
+    if !have_kvm() {
+        return;
+    }
+    let options = RunOptions {
+        param: hvflush_vmm::guest::layout::BENCH_HALTED_TARGETS,
+        iterations: 40,
+        ..options(Workload::Bench, None)
+    };
+    let Some((report, summary)) = traced(&options, &CountersSnapshot::default(), |log| {
+        Machine::create_with_observer(&options, log)
+    }) else {
+        return;
+    };
+    let woken: Vec<usize> = report
+        .markers
+        .iter()
+        .filter(|m| m.value == hvflush_vmm::guest::layout::marker::TARGET_WOKEN)
+        .map(|m| m.vcpu)
+        .collect();
+    let mut sorted = woken.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, [1, 2, 3], "each target woke once: {woken:?}");
+    // Every target ran guest code after the flushes, so each was checked.
+    assert_eq!(summary.vcpus_checked, VCPUS as usize, "{summary:?}");
+    let c = &report.counters;
+    // 40 flushes of the 3 targets and 40 self-flushes: every self-flush and
+    // no halted target is handled without a kick.
+    assert_eq!(c.targets, 40 * 3 + 40, "{c:?}");
+    assert!(c.targets_without_kick >= 40, "{c:?}");
+    assert!(c.kicks >= c.targets - c.targets_without_kick, "{c:?}");
+}
+
 // Every vCPU but the BSP is started by INIT/SIPI (the default PVH boot),
 // which drops its steal-time registration: the executor restores it once
 // per INIT, before the vCPU's first flush after it.

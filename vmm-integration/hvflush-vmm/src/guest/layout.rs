@@ -185,7 +185,15 @@ pub mod marker {
     pub const HOOKS_ON_START: u32 = 6;
     /// Written after the loop with the hooks.
     pub const HOOKS_ON_END: u32 = 7;
+    /// With halted targets: written by each target once the wake IPI ran
+    /// its handler (guest code after the flushes; `bench.s`).
+    pub const TARGET_WOKEN: u32 = 8;
 }
+
+/// Bench `param` bit: the targets that do not run halt (blocked in the
+/// host's in-kernel LAPIC) instead of exiting; PVH boot only. The low 32
+/// bits are the running targets.
+pub const BENCH_HALTED_TARGETS: u64 = 1 << 32;
 
 // Layout invariants, checked at compile time.
 const _: () = {

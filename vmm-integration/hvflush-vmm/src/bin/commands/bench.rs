@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Args;
 use hvflush_vmm::guest::Workload;
-use hvflush_vmm::guest::layout::marker;
+use hvflush_vmm::guest::layout::{BENCH_HALTED_TARGETS, marker};
 use hvflush_vmm::vmm::{self, GuestProgram, RunOptions, RunReport};
 use serde_json::{Value, json};
 
@@ -33,6 +33,11 @@ pub struct BenchArgs {
     /// Running-target counts to measure kick-and-wait latency at.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
     pub targets: Vec<u32>,
+    /// Halted-target counts to measure flushes of halted targets at,
+    /// against self-flushes in the same runs (PVH boot: INIT/SIPI-started
+    /// targets halted in the in-kernel LAPIC). Empty: none.
+    #[arg(long, value_delimiter = ',', default_value = "1,3,7")]
+    pub halted: Vec<u32>,
     #[command(flatten)]
     pub flush: FlushArgs,
     /// Write the JSON results here too.
@@ -58,6 +63,7 @@ struct Phases {
     idle: Option<IdlePhases>,
     kicks: u64,
     targets: u64,
+    targets_without_kick: u64,
 }
 
 /// The phases the workload adds when no target runs.
@@ -72,14 +78,35 @@ struct IdlePhases {
     flushes_executed: u64,
 }
 
-fn measure(args: &BenchArgs, vcpus: u32, running: u32, iterations: u64) -> Result<Phases, String> {
+/// What the vCPUs other than vCPU 0 do in a bench run.
+#[derive(Clone, Copy)]
+enum Others {
+    /// They exit at once: outside `KVM_RUN` while vCPU 0 measures.
+    Exited,
+    /// They halt: blocked inside `KVM_RUN` (in-kernel LAPIC).
+    Halted,
+    /// This many spin in the guest (the rest exit).
+    Running(u32),
+}
+
+fn measure(
+    args: &BenchArgs,
+    vcpus: u32,
+    others: Others,
+    iterations: u64,
+) -> Result<Phases, String> {
+    let (running, param) = match others {
+        Others::Exited => (0, 0),
+        Others::Halted => (0, BENCH_HALTED_TARGETS),
+        Others::Running(k) => (k, u64::from(k)),
+    };
     let options = RunOptions {
         vcpus,
         flush: args.flush.config()?,
         program: GuestProgram::Builtin(Workload::Bench),
         timeout: Duration::from_secs(600),
         iterations,
-        param: u64::from(running),
+        param,
         echo_console: false,
         // Running targets spin until told to stop; with idle ones vCPU 0
         // goes on to the later phases and exits by itself.
@@ -142,6 +169,7 @@ fn phases(report: &RunReport, iterations: u64) -> Result<Phases, String> {
         idle,
         kicks: report.counters.kicks,
         targets: report.counters.targets,
+        targets_without_kick: report.counters.targets_without_kick,
     })
 }
 
@@ -176,6 +204,7 @@ fn median_phases(runs: Vec<Phases>) -> Result<Phases, String> {
         }),
         kicks: runs.iter().map(|p| p.kicks).sum(),
         targets: runs.iter().map(|p| p.targets).sum(),
+        targets_without_kick: runs.iter().map(|p| p.targets_without_kick).sum(),
     })
 }
 
@@ -209,16 +238,31 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, String> {
         super::plot::plot_from(json, svg)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads_per_cpu = |vcpus: u32| f64::from(vcpus) / cpus as f64;
     // Idle targets: vCPU 1 exits at once, so it is outside KVM_RUN.
     let idle_runs = (0..args.repeats)
-        .map(|_| measure(&args, 2, 0, args.iterations))
+        .map(|_| measure(&args, 2, Others::Exited, args.iterations))
         .collect::<Result<Vec<_>, _>>()?;
     let idle = median_phases(idle_runs)?;
+    let mut halted = Vec::new();
+    for &k in &args.halted {
+        let runs = (0..args.repeats)
+            .map(|_| measure(&args, k + 1, Others::Halted, args.iterations))
+            .collect::<Result<Vec<_>, _>>()?;
+        halted.push(halted_row(
+            k,
+            median_phases(runs)?,
+            &args,
+            threads_per_cpu(k + 1),
+        )?);
+    }
     let mut running = Vec::new();
     for &k in &args.targets {
-        let p = measure(&args, k + 1, k, args.running_iterations)?;
+        let p = measure(&args, k + 1, Others::Running(k), args.running_iterations)?;
         running.push(json!({
             "running_targets": k,
+            "vcpu_threads_per_host_cpu": threads_per_cpu(k + 1),
             "trap_ns": p.trap_ns.round(),
             "hypercall_ns": p.hypercall_ns.round(),
             "kick_and_wait_ns": (p.hypercall_ns - p.trap_ns).max(0.0).round(),
@@ -232,7 +276,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, String> {
         .ok_or("the idle-target run has no self-flush or hooks-off phases")?;
     let check_ns = registration_check_ns(20_000)?;
     let results = json!({
-        "host": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) },
+        "host": { "cpus": cpus },
         "idle_targets": {
             "iterations": args.iterations,
             "runs": args.repeats,
@@ -254,6 +298,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, String> {
             "flushes_executed": later.flushes_executed,
             "registration_check_ns": check_ns.round(),
         },
+        "halted_targets": halted,
         "running_targets": running,
     });
     if let Some(path) = &args.output {
@@ -270,6 +315,30 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, String> {
         print!("{}", table(&results));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One `halted_targets` row: `k` halted targets flushed, against
+/// self-flushes in the same runs (medians over the runs).
+fn halted_row(k: u32, p: Phases, args: &BenchArgs, threads_per_cpu: f64) -> Result<Value, String> {
+    let later = p
+        .idle
+        .as_ref()
+        .ok_or("a halted-target run has no self-flush phase")?;
+    // Per run: `iterations` flushes of the k targets, then `iterations`
+    // self-flushes (the caller is outside the guest: never kicked).
+    let flushes = args.iterations * u64::from(args.repeats);
+    let halted_targets = (flushes * u64::from(k)) as f64;
+    Ok(json!({
+        "halted_targets": k,
+        "vcpu_threads_per_host_cpu": threads_per_cpu,
+        "hypercall_ns": p.hypercall_ns.round(),
+        "self_flush_ns": later.self_flush_ns.round(),
+        "ratio_vs_self_flush": 1.0 / later.self_flush_ratio,
+        "target_ratio": 1.3,
+        "kicks_per_halted_target": p.kicks as f64 / halted_targets,
+        "halted_targets_without_kick": p.targets_without_kick.saturating_sub(flushes) as f64
+            / halted_targets,
+    }))
 }
 
 fn table(r: &Value) -> String {
@@ -301,19 +370,40 @@ fn table(r: &Value) -> String {
             .unwrap_or(0.0),
         executor["registration_check_ns"]
     );
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    // serde_json's Display ignores widths: print numbers as numbers.
+    let n = |v: &Value| v.as_f64().map_or(0, |x| x as u64);
     let _ = writeln!(
         out,
-        "running  trap_ns  hypercall_ns  kick_and_wait_ns  kicks/call"
+        "halted  vCPUs/CPU  hypercall_ns  self_flush_ns  ratio (target <= 1.3)  kicks/target  no-kick/target"
+    );
+    for row in r["halted_targets"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:>6}  {:>9.1}  {:>12}  {:>13}  {:>21.2}  {:>12.2}  {:>14.2}",
+            n(&row["halted_targets"]),
+            f(&row["vcpu_threads_per_host_cpu"]),
+            n(&row["hypercall_ns"]),
+            n(&row["self_flush_ns"]),
+            f(&row["ratio_vs_self_flush"]),
+            f(&row["kicks_per_halted_target"]),
+            f(&row["halted_targets_without_kick"])
+        );
+    }
+    let _ = writeln!(
+        out,
+        "running  vCPUs/CPU  trap_ns  hypercall_ns  kick_and_wait_ns  kicks/call"
     );
     for row in r["running_targets"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "{:>7}  {:>7}  {:>12}  {:>16}  {:>10.2}",
-            row["running_targets"],
-            row["trap_ns"],
-            row["hypercall_ns"],
-            row["kick_and_wait_ns"],
-            row["kicks_per_call"].as_f64().unwrap_or(0.0)
+            "{:>7}  {:>9.1}  {:>7}  {:>12}  {:>16}  {:>10.2}",
+            n(&row["running_targets"]),
+            f(&row["vcpu_threads_per_host_cpu"]),
+            n(&row["trap_ns"]),
+            n(&row["hypercall_ns"]),
+            n(&row["kick_and_wait_ns"]),
+            f(&row["kicks_per_call"])
         );
     }
     out

@@ -210,10 +210,8 @@ fn summarise(args: &SoakArgs, report: &RunReport, watch: &Watch) -> Value {
         _ => 0,
     };
     let max_rss = watch.samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
-    let identities = c.flushes_requested == c.targets
-        && c.flushes_executed <= c.flushes_taken
-        && c.flushes_taken <= c.flushes_requested
-        && c.total_hypercalls() == c.hypercalls.iter().sum::<u64>();
+    let broken = engine_counters(c).broken_identities();
+    let identities = broken.is_empty() && c.total_hypercalls() == c.hypercalls.iter().sum::<u64>();
     let unresponsive = c.unresponsive_vcpus;
     let windows_ok = watch.windows.iter().all(|(_, w)| w.passed());
     let passed = report.passed()
@@ -254,6 +252,7 @@ fn summarise(args: &SoakArgs, report: &RunReport, watch: &Watch) -> Value {
         "counters_monotonic": watch.went_back.is_empty(),
         "went_back": watch.went_back,
         "identities_hold": identities,
+        "broken_identities": broken,
         "counters": engine_counters(c),
         "hypercalls": c.total_hypercalls(),
         "trace_windows": windows,
