@@ -21,6 +21,8 @@
 //!   kicked at least once (re-kicks add to `kicks`). On the KVM userspace
 //!   path a halted target is blocked inside `KVM_RUN`, so it is kicked
 //!   (docs/performance.md, "Halted targets").
+//! * `halted_not_waited_for ≤ targets - targets_without_kick`: only kicked
+//!   targets are reported halted.
 //! * Each counter only grows, so the `flush-summary` counts (each since the
 //!   previous summary, the last one after the vCPUs stopped) add up to the
 //!   `shutdown` totals, which are the run report's counters.
@@ -86,6 +88,10 @@ engine_counters! {
     /// was queued (they flush on their next entry, never woken or waited
     /// for) or flushed through the preempted marker (a subset).
     targets_without_kick => "targets without a kick",
+    /// Kicked targets the host reported halted right after the kick: they
+    /// cannot run guest code before they take the flush, so the initiator
+    /// did not wait for them (they are still woken).
+    halted_not_waited_for => "halted targets not waited for",
     /// Times a kicked target did not leave guest mode in time.
     unresponsive_vcpus => "unresponsive vCPUs",
     /// Synthetic VM exits to L1 after L2 flushes (TLB lock held).
@@ -127,6 +133,10 @@ impl EngineCounters {
             (
                 c.kicks >= c.targets.saturating_sub(c.targets_without_kick),
                 "kicks >= targets - targets_without_kick",
+            ),
+            (
+                c.halted_not_waited_for <= c.targets.saturating_sub(c.targets_without_kick),
+                "halted_not_waited_for <= targets - targets_without_kick",
             ),
         ]
         .into_iter()

@@ -389,6 +389,44 @@ fn preempted_targets_are_neither_kicked_nor_waited_for() {
     assert!(p.in_guest(1));
 }
 
+/// Kicker whose kicks find every target halted (signal pending, blocked in
+/// the host): the initiator must not wait for them.
+struct HaltedKicker(AtomicUsize);
+
+impl VcpuKicker for HaltedKicker {
+    fn kick(&self, _vcpu: usize) {
+        panic!("a halted target is kicked once, through kick_and_check_halted");
+    }
+    fn kick_and_check_halted(&self, _vcpu: usize) -> bool {
+        self.0.fetch_add(1, SeqCst);
+        true
+    }
+}
+
+#[test]
+fn halted_targets_are_kicked_but_not_waited_for_and_flush_on_their_way_in() {
+    let p = partition(3);
+    let mem = memory();
+    p.before_entry(1).unwrap();
+    p.before_entry(2).unwrap();
+    let k = HaltedKicker(AtomicUsize::new(0));
+    // Returns although neither target leaves the guest (no vCPU threads).
+    call(&p, &mem, 0, Level::L1, &list_call(0b110, pages(1)), &k);
+    assert_eq!(k.0.load(SeqCst), 2);
+    let s = p.counters();
+    assert_eq!(
+        (s.kicks, s.halted_not_waited_for, s.targets_without_kick),
+        (2, 2, 0)
+    );
+    assert!(s.unresponsive_vcpus == 0);
+    for v in [1, 2] {
+        assert!(p.in_guest(v) && p.has_pending(v), "vCPU {v}");
+        // The pending kick brings it back through the VMM: it takes the flush.
+        p.after_exit(v).unwrap();
+        assert_eq!(p.before_entry(v).unwrap().levels(), 1, "vCPU {v}");
+    }
+}
+
 /// Signals running vCPU threads through per-vCPU flags (the "signal +
 /// immediate_exit" of a real backend).
 struct FlagKicker {

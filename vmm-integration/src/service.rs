@@ -334,6 +334,7 @@ pub fn engine_counters(s: &CountersSnapshot) -> EngineCounters {
         kicks: s.kicks,
         preempted_flushes: s.preempted_flushes,
         targets_without_kick: s.targets_without_kick,
+        halted_not_waited_for: s.halted_not_waited_for,
         unresponsive_vcpus: s.unresponsive_vcpus,
         synthetic_exits: s.synthetic_exits,
         invalid_opcode_injections: s.invalid_opcode_injections,

@@ -14,6 +14,9 @@
 //! either the target sees the pending flag (it flushes before entering) or
 //! the initiator sees the target in the guest (and kicks it).
 //! Targets outside the guest are never woken: they flush on their way in.
+//! A kicked target the backend reports halted after the kick (its signal
+//! pending, so it cannot enter the guest without returning to the VMM) is
+//! not waited for (`VcpuKicker::kick_and_check_halted`).
 //! Verified end to end on KVM with tracepoints (docs/host-facts.md §2) and by the
 //! loom model in `tests/loom_completion.rs`.
 
@@ -34,6 +37,18 @@ pub trait VcpuKicker {
     /// steal-time `PREEMPTED → PREEMPTED|FLUSH` compare-and-exchange) and
     /// returns true; the initiator then neither kicks nor waits.
     fn flush_if_preempted(&self, _vcpu: usize) -> bool {
+        false
+    }
+
+    /// Kicks `vcpu` like [`Self::kick`], then returns true only if the
+    /// host guarantees that it runs no guest code before it has left
+    /// `KVM_RUN` (and so passed `Partition::before_entry`, which takes the
+    /// flush): KVM, when the kick's signal is pending and the vCPU reads as
+    /// blocked in `kvm_vcpu_block()` (a halt). The initiator then does not
+    /// wait for it. The target is still woken; see docs/performance.md,
+    /// "Halted targets". Default: kick, false.
+    fn kick_and_check_halted(&self, vcpu: usize) -> bool {
+        self.kick(vcpu);
         false
     }
 }

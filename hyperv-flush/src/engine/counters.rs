@@ -220,6 +220,7 @@ pub(crate) struct VcpuCounters {
     pub(crate) kicks: AtomicU64,
     pub(crate) preempted_flushes: AtomicU64,
     pub(crate) targets_without_kick: AtomicU64,
+    pub(crate) halted_not_waited_for: AtomicU64,
     pub(crate) unresponsive_vcpus: AtomicU64,
     pub(crate) synthetic_exits: AtomicU64,
     pub(crate) refused: [AtomicU64; 2],
@@ -281,6 +282,11 @@ pub struct CountersSnapshot {
     /// subset). `targets - targets_without_kick` targets were kicked.
     #[cfg_attr(feature = "serde", serde(default))]
     pub targets_without_kick: u64,
+    /// Kicked targets the backend reported halted after the kick (KVM:
+    /// signal pending, blocked in `kvm_vcpu_block()`), so they cannot run
+    /// guest code before they take the flush: not waited for.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub halted_not_waited_for: u64,
     /// Times a kicked target did not leave guest mode in time.
     pub unresponsive_vcpus: u64,
     /// Synthetic VM exits requested after L2 flushes.
@@ -339,6 +345,7 @@ impl CountersSnapshot {
             s.kicks += c.kicks.load(Relaxed);
             s.preempted_flushes += c.preempted_flushes.load(Relaxed);
             s.targets_without_kick += c.targets_without_kick.load(Relaxed);
+            s.halted_not_waited_for += c.halted_not_waited_for.load(Relaxed);
             s.unresponsive_vcpus += c.unresponsive_vcpus.load(Relaxed);
             s.synthetic_exits += c.synthetic_exits.load(Relaxed);
             s.invalid_opcode_injections += c.refused[Refusal::InvalidOpcode as usize].load(Relaxed);

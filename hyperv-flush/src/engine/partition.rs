@@ -530,8 +530,12 @@ impl Partition {
                 without_kick += 1;
                 continue;
             }
-            kicker.kick(t);
+            let halted = kicker.kick_and_check_halted(t);
             VcpuCounters::bump(&counters.kicks, 1);
+            if halted {
+                VcpuCounters::bump(&counters.halted_not_waited_for, 1);
+                continue;
+            }
             waits
                 .get_or_insert_with(|| {
                     let mut waits = lock(&caller.waits);

@@ -138,12 +138,40 @@ impl KvmStats {
         Ok(Some(u64::from_le_bytes(value)))
     }
 
+    /// A reader of the statistic `name` alone, keeping this file open;
+    /// `None` if this kernel has no such statistic.
+    pub fn into_stat(self, name: &str) -> Option<StatReader> {
+        let d = self.descs.iter().find(|d| d.name == name)?;
+        Some(StatReader {
+            offset: self.data_offset + u64::from(d.offset),
+            file: self.file,
+        })
+    }
+
     /// The flush-related counters of a vCPU in offload mode.
     pub fn offload_counters(&self) -> Result<OffloadCounters, StatsError> {
         Ok(OffloadCounters {
             hypercalls: self.read("hypercalls")?,
             tlb_flush: self.read("tlb_flush")?,
         })
+    }
+}
+
+/// One statistic's first value, read with one `pread` (any thread).
+#[derive(Debug)]
+pub struct StatReader {
+    file: File,
+    offset: u64,
+}
+
+impl StatReader {
+    /// The current value.
+    pub fn read(&self) -> Result<u64, StatsError> {
+        let mut value = [0u8; 8];
+        self.file
+            .read_exact_at(&mut value, self.offset)
+            .map_err(StatsError::Read)?;
+        Ok(u64::from_le_bytes(value))
     }
 }
 

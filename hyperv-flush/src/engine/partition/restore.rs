@@ -33,6 +33,7 @@ impl Partition {
         add(&c.kicks, saved.kicks);
         add(&c.preempted_flushes, saved.preempted_flushes);
         add(&c.targets_without_kick, saved.targets_without_kick);
+        add(&c.halted_not_waited_for, saved.halted_not_waited_for);
         add(&c.unresponsive_vcpus, saved.unresponsive_vcpus);
         add(&c.synthetic_exits, saved.synthetic_exits);
         add(

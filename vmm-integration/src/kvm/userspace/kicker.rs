@@ -27,6 +27,12 @@ use vm_memory::mmap::{MmapRegion, MmapRegionError};
 use vm_memory::{FileOffset, GuestAddressSpace, VolatileMemory};
 
 use super::steal_time::StealTimeRecord;
+use crate::kvm::stats::{KvmStats, StatReader};
+
+/// The generic vCPU statistic that is 1 while the vCPU waits in
+/// `kvm_vcpu_block()` (Linux 5.17, commit c3858335c711 "KVM: stats: Add
+/// stat to detect if vcpu is currently blocking"; a boolean since 5.19).
+const BLOCKING_STAT: &str = "blocking";
 
 /// `kvm_run` is page 0 of a vCPU fd's mapping (KVM API, "KVM_RUN").
 const RUN_PAGE_SIZE: usize = 4096;
@@ -80,6 +86,8 @@ struct Registered {
     run: Arc<RunPage>,
     /// Kernel thread id of the vCPU thread.
     tid: libc::pid_t,
+    /// The vCPU's `blocking` statistic (Linux 5.17+), if the kernel has it.
+    blocking: Option<StatReader>,
 }
 
 /// One vCPU's kick state.
@@ -127,9 +135,15 @@ impl VcpuKickers {
         target
             .steal_time
             .store(steal_time.map_or(0, |r| r.gpa() + 1), SeqCst);
+        // Without the statistic (older kernels, or no stats fd) every kicked
+        // target is waited for.
+        let blocking = KvmStats::for_vcpu(vcpu)
+            .ok()
+            .and_then(|stats| stats.into_stat(BLOCKING_STAT));
         target.slot.set(Registered {
             run: Arc::clone(&run),
             tid,
+            blocking,
         });
         Ok(KickRegistration {
             kickers: Arc::clone(self),
@@ -140,23 +154,58 @@ impl VcpuKickers {
 
     /// Makes vCPU `index` leave `KVM_RUN` soon; no-op if not registered.
     pub fn kick(&self, index: usize) {
+        self.kick_and_check_halted(index);
+    }
+
+    /// [`Self::kick`], then true only if the signal was queued to the vCPU
+    /// thread and the vCPU then read as blocked in `kvm_vcpu_block()`.
+    ///
+    /// Why that vCPU cannot run guest code before it returns to userspace
+    /// (Linux virt/kvm/kvm_main.c, arch/x86/kvm/x86.c): `tgkill` sets the
+    /// thread's `TIF_SIGPENDING` before it returns. `blocking` is 1 only
+    /// between `kvm_vcpu_block()`'s first and last statements, outside
+    /// guest mode. To enter the guest afterwards the vCPU stores
+    /// `blocking = 0`, then `vcpu_enter_guest()` publishes `IN_GUEST_MODE`
+    /// with a full barrier (`smp_store_mb`, so the 0 is visible first on
+    /// x86) and only then checks `kvm_vcpu_exit_request()`, which sees the
+    /// pending signal, cancels the entry and makes `KVM_RUN` return
+    /// `EINTR`. So a read of 1 after the signal was queued means the next
+    /// entry attempt fails and the thread passes through the VMM's
+    /// `before_entry`, which takes the flush.
+    pub fn kick_and_check_halted(&self, index: usize) -> bool {
         let Some(target) = self.targets.get(index) else {
-            return;
+            return false;
         };
-        target.slot.with(|r| {
-            r.run.set_immediate_exit(1);
-            // SAFETY: tgkill takes no pointers; a thread that is gone makes
-            // it fail with ESRCH. The signal has a handler
-            // (`install_kick_signal_handler`, or the VMM's own).
-            unsafe {
-                libc::syscall(
-                    libc::SYS_tgkill,
-                    libc::c_long::from(self.pid),
-                    libc::c_long::from(r.tid),
-                    libc::c_long::from(self.signal),
-                );
-            }
-        });
+        target
+            .slot
+            .with(|r| {
+                r.run.set_immediate_exit(1);
+                // SAFETY: tgkill takes no pointers; a thread that is gone
+                // makes it fail with ESRCH. The signal has a handler
+                // (`install_kick_signal_handler`, or the VMM's own).
+                let sent = unsafe {
+                    libc::syscall(
+                        libc::SYS_tgkill,
+                        libc::c_long::from(self.pid),
+                        libc::c_long::from(r.tid),
+                        libc::c_long::from(self.signal),
+                    )
+                } == 0;
+                sent && r
+                    .blocking
+                    .as_ref()
+                    .is_some_and(|b| matches!(b.read(), Ok(1)))
+            })
+            .unwrap_or(false)
+    }
+
+    /// Whether kicks to vCPU `index` can report it halted (its kernel has
+    /// the `blocking` statistic).
+    pub fn reports_halted(&self, index: usize) -> bool {
+        self.targets
+            .get(index)
+            .and_then(|t| t.slot.with(|r| r.blocking.is_some()))
+            .unwrap_or(false)
     }
 
     /// Kicks every registered vCPU (VMM stop).
@@ -229,6 +278,10 @@ impl<A: GuestAddressSpace> KvmKicker<A> {
 impl<A: GuestAddressSpace> VcpuKicker for KvmKicker<A> {
     fn kick(&self, vcpu: usize) {
         self.kickers.kick(vcpu);
+    }
+
+    fn kick_and_check_halted(&self, vcpu: usize) -> bool {
+        self.kickers.kick_and_check_halted(vcpu)
     }
 
     fn flush_if_preempted(&self, vcpu: usize) -> bool {

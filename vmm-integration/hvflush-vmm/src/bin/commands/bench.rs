@@ -64,6 +64,7 @@ struct Phases {
     kicks: u64,
     targets: u64,
     targets_without_kick: u64,
+    halted_not_waited_for: u64,
 }
 
 /// The phases the workload adds when no target runs.
@@ -170,6 +171,7 @@ fn phases(report: &RunReport, iterations: u64) -> Result<Phases, String> {
         kicks: report.counters.kicks,
         targets: report.counters.targets,
         targets_without_kick: report.counters.targets_without_kick,
+        halted_not_waited_for: report.counters.halted_not_waited_for,
     })
 }
 
@@ -205,6 +207,7 @@ fn median_phases(runs: Vec<Phases>) -> Result<Phases, String> {
         kicks: runs.iter().map(|p| p.kicks).sum(),
         targets: runs.iter().map(|p| p.targets).sum(),
         targets_without_kick: runs.iter().map(|p| p.targets_without_kick).sum(),
+        halted_not_waited_for: runs.iter().map(|p| p.halted_not_waited_for).sum(),
     })
 }
 
@@ -338,6 +341,7 @@ fn halted_row(k: u32, p: Phases, args: &BenchArgs, threads_per_cpu: f64) -> Resu
         "kicks_per_halted_target": p.kicks as f64 / halted_targets,
         "halted_targets_without_kick": p.targets_without_kick.saturating_sub(flushes) as f64
             / halted_targets,
+        "halted_targets_not_waited_for": p.halted_not_waited_for as f64 / halted_targets,
     }))
 }
 
@@ -375,19 +379,20 @@ fn table(r: &Value) -> String {
     let n = |v: &Value| v.as_f64().map_or(0, |x| x as u64);
     let _ = writeln!(
         out,
-        "halted  vCPUs/CPU  hypercall_ns  self_flush_ns  ratio (target <= 1.3)  kicks/target  no-kick/target"
+        "halted  vCPUs/CPU  hypercall_ns  self_flush_ns  ratio (target <= 1.3)  kicks/target  no-kick/target  no-wait/target"
     );
     for row in r["halted_targets"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "{:>6}  {:>9.1}  {:>12}  {:>13}  {:>21.2}  {:>12.2}  {:>14.2}",
+            "{:>6}  {:>9.1}  {:>12}  {:>13}  {:>21.2}  {:>12.2}  {:>14.2}  {:>14.2}",
             n(&row["halted_targets"]),
             f(&row["vcpu_threads_per_host_cpu"]),
             n(&row["hypercall_ns"]),
             n(&row["self_flush_ns"]),
             f(&row["ratio_vs_self_flush"]),
             f(&row["kicks_per_halted_target"]),
-            f(&row["halted_targets_without_kick"])
+            f(&row["halted_targets_without_kick"]),
+            f(&row["halted_targets_not_waited_for"])
         );
     }
     let _ = writeln!(
