@@ -225,7 +225,8 @@ impl Machine {
 
         let kick_signal = vmm_sys_util::signal::SIGRTMIN();
         install_kick_signal_handler(kick_signal).map_err(MachineError::Signal)?;
-        let kickers = Arc::new(VcpuKickers::new(vcpus, kick_signal));
+        // Its vCPU threads run without seccomp: the halted check can read stats.
+        let kickers = Arc::new(VcpuKickers::new(vcpus, kick_signal).with_halted_check());
 
         let mut cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)

@@ -104,6 +104,9 @@ pub struct VcpuKickers {
     targets: Box<[KickTarget]>,
     signal: libc::c_int,
     pid: libc::pid_t,
+    /// Whether registrations open the vCPU's stats fd for
+    /// [`Self::kick_and_check_halted`] (see [`Self::with_halted_check`]).
+    halted_check: bool,
 }
 
 impl VcpuKickers {
@@ -113,7 +116,19 @@ impl VcpuKickers {
             targets: (0..vcpus).map(|_| KickTarget::default()).collect(),
             signal,
             pid: std::process::id() as libc::pid_t,
+            halted_check: false,
         }
+    }
+
+    /// Lets kicks report a target halted, so the flush path does not wait
+    /// for it (`kick_and_check_halted`): each registration then opens the
+    /// vCPU's binary-stats fd (`KVM_GET_STATS_FD` on the vCPU thread) and
+    /// each such kick reads it (`pread64` on the kicking vCPU thread). Off
+    /// by default because a VMM whose vCPU seccomp filter lacks either
+    /// would trap (Cloud Hypervisor: docs/cloud-hypervisor.md §11).
+    pub fn with_halted_check(mut self) -> Self {
+        self.halted_check = true;
+        self
     }
 
     /// Registers the **calling thread** as vCPU `index`'s thread, running
@@ -137,8 +152,10 @@ impl VcpuKickers {
             .store(steal_time.map_or(0, |r| r.gpa() + 1), SeqCst);
         // Without the statistic (older kernels, or no stats fd) every kicked
         // target is waited for.
-        let blocking = KvmStats::for_vcpu(vcpu)
-            .ok()
+        let blocking = self
+            .halted_check
+            .then(|| KvmStats::for_vcpu(vcpu).ok())
+            .flatten()
             .and_then(|stats| stats.into_stat(BLOCKING_STAT));
         target.slot.set(Registered {
             run: Arc::clone(&run),
@@ -199,8 +216,9 @@ impl VcpuKickers {
             .unwrap_or(false)
     }
 
-    /// Whether kicks to vCPU `index` can report it halted (its kernel has
-    /// the `blocking` statistic).
+    /// Whether kicks to vCPU `index` can report it halted (enabled with
+    /// [`Self::with_halted_check`], and its kernel has the `blocking`
+    /// statistic).
     pub fn reports_halted(&self, index: usize) -> bool {
         self.targets
             .get(index)
