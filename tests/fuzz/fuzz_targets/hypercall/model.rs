@@ -659,7 +659,11 @@ impl Model {
         assert_eq!(s.flushes_taken, e.taken);
         assert_eq!(s.kicks, e.kicks);
         assert_eq!(s.preempted_flushes, e.preempted);
-        assert_eq!(s.targets_without_kick, e.targets - e.kicks, "kicked once each");
+        assert_eq!(
+            s.targets_without_kick,
+            e.targets - e.kicks,
+            "kicked once each"
+        );
         assert_eq!(s.flush_all_fallbacks, e.fallbacks);
         assert_eq!(s.unresponsive_vcpus, 0);
         assert!(s.latency_samples <= e.calls);
