@@ -36,7 +36,6 @@
 .equ B_WOKEN, 0x010             # u64 data area: halted targets woken
 .equ BENCH_HALT, 1 << 32        # param: targets above the running ones halt
 .equ BENCH_WAKE_VECTOR, 0x20
-.equ BENCH_GATE_INTR64, 0x8E00  # present, DPL 0, 64-bit interrupt gate
 .equ APIC_EOI, 0xB0
 .equ APIC_SVR, 0xF0
 .equ APIC_SVR_ENABLE, 0x1FF     # APIC software enable | spurious vector 0xFF
@@ -107,18 +106,9 @@ bench_woken:
 # This vCPU's IDT at B_IDT: only the wake vector's gate is present.
 bench_install_idt:
     lea rbx, [r15 + B_IDT]
-    lea rax, [rbx + BENCH_WAKE_VECTOR * 16]
+    mov edi, BENCH_WAKE_VECTOR
     lea rsi, [rip + bench_woken]
-    mov [rax], si
-    mov dx, cs
-    mov [rax + 2], dx
-    mov word ptr [rax + 4], BENCH_GATE_INTR64
-    mov rdx, rsi
-    shr rdx, 16
-    mov [rax + 6], dx
-    shr rdx, 16
-    mov [rax + 8], edx
-    mov dword ptr [rax + 12], 0
+    call bench_set_gate
     mov word ptr [r15 + B_IDTR], (BENCH_WAKE_VECTOR + 1) * 16 - 1
     mov [r15 + B_IDTR + 2], rbx
     lidt [r15 + B_IDTR]

@@ -113,6 +113,9 @@
 .equ PV_FEATURES, 0x1080        # u64 FEAT_* bits: what the partition offers
 .equ PV_BANKS, 0x1200           # u64[64] bank scratch of vpset (always left zeroed)
 
+# IDT gate type: present, DPL 0, 64-bit interrupt gate, IST 0 (SDM Vol. 3A §6.14.1).
+.equ GATE_INTR64, 0x8E00
+
 # Optional features a workload adapts to (PV_FEATURES).
 .equ FEAT_XMM, 1 << 0           # CPUID 0x40000003 EDX bit 4: XMM fast input
 .equ FEAT_EX, 1 << 1            # CPUID 0x40000004 EAX bit 11: Ex processor masks
@@ -566,6 +569,24 @@ PRINT_ROUTINE \name
     lea rdx, [r15 + PV_INPUT]
     xor r8d, r8d
     HV_CALL
+    ret
+
+# IDT gate for vector EDI to handler RSI in the IDT at RBX, CS = the current
+# CS. Clobbers RAX, RDX.
+\name\()_set_gate:
+    mov rax, rdi
+    shl rax, 4
+    add rax, rbx
+    mov [rax], si
+    mov dx, cs
+    mov [rax + 2], dx
+    mov word ptr [rax + 4], GATE_INTR64
+    mov rdx, rsi
+    shr rdx, 16
+    mov [rax + 6], dx
+    shr rdx, 16
+    mov [rax + 8], edx
+    mov dword ptr [rax + 12], 0
     ret
 
 \name\()_s_fail:

@@ -94,7 +94,6 @@
 .equ IDT_VECTORS, 14
 .equ VEC_UD, 6
 .equ VEC_GP, 13
-.equ GATE_INTR64, 0x8E00        # present, DPL 0, 64-bit interrupt gate, IST 0
 .equ DESC_CODE32, 0x00cf9b000000ffff
 .equ RAX_KVM_ENOSYS, -1000      # -KVM_ENOSYS (include/uapi/linux/kvm_para.h)
 # Failure codes of the gate phase (docs/guest-abi.md §8.3).
@@ -510,23 +509,6 @@ conformance_install_idt:
     mov word ptr [r14 + SH_IDTR], IDT_VECTORS * 16 - 1
     mov [r14 + SH_IDTR + 2], rbx
     lidt [r14 + SH_IDTR]
-    ret
-
-# Gate for vector EDI to handler RSI in the IDT at RBX, CS = the current CS.
-conformance_set_gate:
-    mov rax, rdi
-    shl rax, 4
-    add rax, rbx
-    mov [rax], si
-    mov dx, cs
-    mov [rax + 2], dx
-    mov word ptr [rax + 4], GATE_INTR64
-    mov rdx, rsi
-    shr rdx, 16
-    mov [rax + 6], dx
-    shr rdx, 16
-    mov [rax + 8], edx
-    mov dword ptr [rax + 12], 0
     ret
 
 # Loads a copy of the current GDT with a flat 32-bit code descriptor

@@ -25,7 +25,6 @@
 .equ FL_IDT, 0x400                  # 14 gates of 16 bytes (vectors 0..13)
 .equ FL_VECTORS, 14
 .equ FL_VEC_GP, 13
-.equ FL_GATE_INTR64, 0x8E00         # present, DPL 0, 64-bit interrupt gate
 .equ FAIL_FAULTS_RAM, 0x901         # RAM reaches the PCI hole (RSI = its GPA, RDX = end of RAM)
 .equ FAIL_FAULTS_VCPUS, 0x902       # 64 vCPUs: the last stack is in use
 .equ FAIL_FAULTS_RESTORE, 0x903     # the HYPERCALL MSR does not read back the restored page
@@ -193,20 +192,9 @@ faults_page_at:
 # An IDT with a #GP gate (vectors 0..13, the others not present).
 faults_install_idt:
     lea rbx, [r14 + FL_IDT]
-    mov eax, FL_VEC_GP
-    shl rax, 4
-    add rax, rbx
+    mov edi, FL_VEC_GP
     lea rsi, [rip + faults_gp_handler]
-    mov [rax], si
-    mov dx, cs
-    mov [rax + 2], dx
-    mov word ptr [rax + 4], FL_GATE_INTR64
-    mov rdx, rsi
-    shr rdx, 16
-    mov [rax + 6], dx
-    shr rdx, 16
-    mov [rax + 8], edx
-    mov dword ptr [rax + 12], 0
+    call faults_set_gate
     mov word ptr [r14 + FL_IDTR], FL_VECTORS * 16 - 1
     mov [r14 + FL_IDTR + 2], rbx
     lidt [r14 + FL_IDTR]
