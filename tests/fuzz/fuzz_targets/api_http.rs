@@ -82,7 +82,9 @@ struct Sent<'a> {
 }
 
 fn parse_request(data: &[u8]) -> Option<Sent<'_>> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
+    // hyper's HTTP/1 server reads up to 100 headers (its default; 431
+    // beyond), so the reader must take as many.
+    let mut headers = [httparse::EMPTY_HEADER; 100];
     let mut req = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(len) = req.parse(data).ok()? else {
         return None;
