@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use hvflush_tests::have_kvm;
 use kvm_ioctls::Kvm;
-use vmm_integration::kvm::stats::KvmStats;
-use vmm_integration::kvm::userspace::{VcpuKickers, install_kick_signal_handler};
+use vmm_integration::kvm::userspace::{
+    VcpuKickers, halted_check_available, install_kick_signal_handler,
+};
 
 #[test]
 fn kicks_report_halted_only_when_enabled_and_blocked() {
@@ -20,8 +21,7 @@ fn kicks_report_halted_only_when_enabled_and_blocked() {
     let vcpu = vm.create_vcpu(0).unwrap();
     let signal = vmm_sys_util::signal::SIGRTMIN();
     install_kick_signal_handler(signal).unwrap();
-    let has_stat =
-        KvmStats::for_vcpu(&vcpu).is_ok_and(|s| s.read("blocking").is_ok_and(|v| v.is_some()));
+    let has_stat = halted_check_available(&vcpu);
 
     let plain = Arc::new(VcpuKickers::new(1, signal));
     let registration = plain.register(0, &vcpu, None).unwrap();

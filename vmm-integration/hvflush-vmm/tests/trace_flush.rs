@@ -403,8 +403,7 @@ fn host_has_blocking_stat() -> bool {
     let kvm = kvm_ioctls::Kvm::new().expect("/dev/kvm");
     let vm = kvm.create_vm().expect("a scratch VM");
     let vcpu = vm.create_vcpu(0).expect("a scratch vCPU");
-    vmm_integration::kvm::stats::KvmStats::for_vcpu(&vcpu)
-        .is_ok_and(|s| s.read("blocking").is_ok_and(|v| v.is_some()))
+    vmm_integration::kvm::userspace::halted_check_available(&vcpu)
 }
 
 // Every vCPU but the BSP is started by INIT/SIPI (the default PVH boot),

@@ -131,11 +131,7 @@ impl KvmStats {
         let Some(d) = self.descs.iter().find(|d| d.name == name) else {
             return Ok(None);
         };
-        let mut value = [0u8; 8];
-        self.file
-            .read_exact_at(&mut value, self.data_offset + u64::from(d.offset))
-            .map_err(StatsError::Read)?;
-        Ok(Some(u64::from_le_bytes(value)))
+        read_u64_at(&self.file, self.data_offset + u64::from(d.offset)).map(Some)
     }
 
     /// A reader of the statistic `name` alone, keeping this file open;
@@ -167,12 +163,16 @@ pub struct StatReader {
 impl StatReader {
     /// The current value.
     pub fn read(&self) -> Result<u64, StatsError> {
-        let mut value = [0u8; 8];
-        self.file
-            .read_exact_at(&mut value, self.offset)
-            .map_err(StatsError::Read)?;
-        Ok(u64::from_le_bytes(value))
+        read_u64_at(&self.file, self.offset)
     }
+}
+
+/// One value of the data block.
+fn read_u64_at(file: &File, offset: u64) -> Result<u64, StatsError> {
+    let mut value = [0u8; 8];
+    file.read_exact_at(&mut value, offset)
+        .map_err(StatsError::Read)?;
+    Ok(u64::from_le_bytes(value))
 }
 
 /// Per-vCPU counters KVM keeps for the offload path (`None`: this kernel

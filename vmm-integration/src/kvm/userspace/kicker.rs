@@ -152,11 +152,11 @@ impl VcpuKickers {
             .store(steal_time.map_or(0, |r| r.gpa() + 1), SeqCst);
         // Without the statistic (older kernels, or no stats fd) every kicked
         // target is waited for.
-        let blocking = self
-            .halted_check
-            .then(|| KvmStats::for_vcpu(vcpu).ok())
-            .flatten()
-            .and_then(|stats| stats.into_stat(BLOCKING_STAT));
+        let blocking = if self.halted_check {
+            blocking_stat(vcpu)
+        } else {
+            None
+        };
         target.slot.set(Registered {
             run: Arc::clone(&run),
             tid,
@@ -171,7 +171,7 @@ impl VcpuKickers {
 
     /// Makes vCPU `index` leave `KVM_RUN` soon; no-op if not registered.
     pub fn kick(&self, index: usize) {
-        self.kick_and_check_halted(index);
+        self.signal(index, false);
     }
 
     /// [`Self::kick`], then true only if the signal was queued to the vCPU
@@ -190,6 +190,12 @@ impl VcpuKickers {
     /// entry attempt fails and the thread passes through the VMM's
     /// `before_entry`, which takes the flush.
     pub fn kick_and_check_halted(&self, index: usize) -> bool {
+        self.signal(index, true)
+    }
+
+    /// The kick; with `check_halted`, also the `blocking` read (only the
+    /// first kick of a flush needs it: re-kicks and stop kicks do not).
+    fn signal(&self, index: usize, check_halted: bool) -> bool {
         let Some(target) = self.targets.get(index) else {
             return false;
         };
@@ -208,10 +214,11 @@ impl VcpuKickers {
                         libc::c_long::from(self.signal),
                     )
                 } == 0;
-                sent && r
-                    .blocking
-                    .as_ref()
-                    .is_some_and(|b| matches!(b.read(), Ok(1)))
+                check_halted
+                    && sent
+                    && r.blocking
+                        .as_ref()
+                        .is_some_and(|b| matches!(b.read(), Ok(1)))
             })
             .unwrap_or(false)
     }
@@ -307,6 +314,18 @@ impl<A: GuestAddressSpace> VcpuKicker for KvmKicker<A> {
             .steal_time(vcpu)
             .is_some_and(|record| record.flush_if_preempted(&*self.mem.memory()))
     }
+}
+
+/// The vCPU's `blocking` statistic, if its kernel has one.
+fn blocking_stat(vcpu: &VcpuFd) -> Option<StatReader> {
+    KvmStats::for_vcpu(vcpu).ok()?.into_stat(BLOCKING_STAT)
+}
+
+/// Whether `vcpu`'s kernel has what [`VcpuKickers::with_halted_check`]
+/// needs (the `blocking` statistic, Linux 5.17+); without it every kicked
+/// target is waited for.
+pub fn halted_check_available(vcpu: &VcpuFd) -> bool {
+    blocking_stat(vcpu).is_some()
 }
 
 extern "C" fn kick_signal_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}

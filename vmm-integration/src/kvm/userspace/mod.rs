@@ -98,7 +98,8 @@ pub use gate::{
     inject_invalid_opcode,
 };
 pub use kicker::{
-    KickError, KickRegistration, KvmKicker, VcpuKickers, install_kick_signal_handler,
+    KickError, KickRegistration, KvmKicker, VcpuKickers, halted_check_available,
+    install_kick_signal_handler,
 };
 pub use msrs::{HypervMsrs, MSR_KVM_STEAL_TIME, MsrOutcome, hypercall_stub};
 pub use records::{RECORD_BYTES, REGION_ALIGN, RecordRegion, RegionError, UsedRange, region_size};
