@@ -32,7 +32,10 @@ impl Partition {
         add(&c.flush_all_fallbacks, saved.flush_all_fallbacks);
         add(&c.kicks, saved.kicks);
         add(&c.preempted_flushes, saved.preempted_flushes);
-        add(&c.targets_without_kick, saved.targets_without_kick);
+        add(
+            &c.kicked_targets,
+            saved.targets.saturating_sub(saved.targets_without_kick),
+        );
         add(&c.halted_not_waited_for, saved.halted_not_waited_for);
         add(&c.unresponsive_vcpus, saved.unresponsive_vcpus);
         add(&c.synthetic_exits, saved.synthetic_exits);
