@@ -109,6 +109,7 @@ impl EngineCounters {
     /// stopped; a live read may catch one vCPU between two of its updates.
     pub fn broken_identities(&self) -> Vec<&'static str> {
         let c = self;
+        let kicked = c.targets.saturating_sub(c.targets_without_kick);
         [
             (
                 c.flushes_requested == c.targets,
@@ -130,12 +131,9 @@ impl EngineCounters {
                 c.targets_without_kick <= c.targets,
                 "targets_without_kick <= targets",
             ),
+            (c.kicks >= kicked, "kicks >= targets - targets_without_kick"),
             (
-                c.kicks >= c.targets.saturating_sub(c.targets_without_kick),
-                "kicks >= targets - targets_without_kick",
-            ),
-            (
-                c.halted_not_waited_for <= c.targets.saturating_sub(c.targets_without_kick),
+                c.halted_not_waited_for <= kicked,
                 "halted_not_waited_for <= targets - targets_without_kick",
             ),
         ]

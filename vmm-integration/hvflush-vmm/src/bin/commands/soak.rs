@@ -210,7 +210,8 @@ fn summarise(args: &SoakArgs, report: &RunReport, watch: &Watch) -> Value {
         _ => 0,
     };
     let max_rss = watch.samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
-    let broken = engine_counters(c).broken_identities();
+    let counters = engine_counters(c);
+    let broken = counters.broken_identities();
     let identities = broken.is_empty() && c.total_hypercalls() == c.hypercalls.iter().sum::<u64>();
     let unresponsive = c.unresponsive_vcpus;
     let windows_ok = watch.windows.iter().all(|(_, w)| w.passed());
@@ -253,7 +254,7 @@ fn summarise(args: &SoakArgs, report: &RunReport, watch: &Watch) -> Value {
         "went_back": watch.went_back,
         "identities_hold": identities,
         "broken_identities": broken,
-        "counters": engine_counters(c),
+        "counters": counters,
         "hypercalls": c.total_hypercalls(),
         "trace_windows": windows,
         "trace_limitation": watch.trace_limitation,
